@@ -1,0 +1,226 @@
+//! Body types of the proxy: concrete enums rather than boxed trait objects,
+//! so streaming a request or response through costs no allocation per body.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::upstream::pool::ReturnToPool;
+
+/// Why a request body could not be streamed to the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The client sent more than the route allows.
+    #[error("request body exceeds {limit} bytes")]
+    TooLarge {
+        /// The cap that was exceeded.
+        limit: u64,
+    },
+    /// Reading from the client failed (it went away or broke framing).
+    #[error("reading the request body failed: {0}")]
+    Client(#[from] hyper::Error),
+}
+
+enum RequestKind {
+    Incoming(Incoming),
+    Full(Option<Bytes>),
+}
+
+/// The body of a request on its way upstream: the client's stream, capped, or bytes.
+pub struct RequestBody {
+    kind: RequestKind,
+    limit: u64,
+    seen: u64,
+}
+
+impl std::fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestBody")
+            .field("limit", &self.limit)
+            .field("seen", &self.seen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestBody {
+    /// Stream the client's body, failing with [`BodyError::TooLarge`] past `limit` bytes.
+    pub fn streaming(body: Incoming, limit: u64) -> Self {
+        RequestBody {
+            kind: RequestKind::Incoming(body),
+            limit,
+            seen: 0,
+        }
+    }
+
+    /// A body made of bytes already in memory.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        RequestBody {
+            kind: RequestKind::Full(Some(bytes.into())),
+            limit: u64::MAX,
+            seen: 0,
+        }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        RequestBody {
+            kind: RequestKind::Full(None),
+            limit: u64::MAX,
+            seen: 0,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        match &mut this.kind {
+            RequestKind::Full(b) => Poll::Ready(
+                b.take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+            RequestKind::Incoming(inc) => match ready!(Pin::new(inc).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        this.seen += data.len() as u64;
+                        if this.seen > this.limit {
+                            return Poll::Ready(Some(Err(BodyError::TooLarge {
+                                limit: this.limit,
+                            })));
+                        }
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Some(Err(e)) => Poll::Ready(Some(Err(BodyError::Client(e)))),
+                None => Poll::Ready(None),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            RequestKind::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            RequestKind::Incoming(i) => i.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            RequestKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            RequestKind::Incoming(i) => i.size_hint(),
+        }
+    }
+}
+
+enum ResponseKind {
+    Upstream {
+        body: Incoming,
+        /// The upstream connection, handed back to its pool once this body ends.
+        conn: Option<ReturnToPool>,
+    },
+    Full(Option<Bytes>),
+}
+
+/// The body of a response on its way to the client.
+pub struct ResponseBody {
+    kind: ResponseKind,
+}
+
+impl ResponseBody {
+    /// A gateway-made body.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        ResponseBody {
+            kind: ResponseKind::Full(Some(bytes.into())),
+        }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        ResponseBody {
+            kind: ResponseKind::Full(None),
+        }
+    }
+
+    /// Stream an upstream body; `conn` goes back to its pool when the body ends.
+    pub(crate) fn upstream(body: Incoming, conn: Option<ReturnToPool>) -> Self {
+        ResponseBody {
+            kind: ResponseKind::Upstream { body, conn },
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        match &mut this.kind {
+            ResponseKind::Full(b) => Poll::Ready(
+                b.take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+            ResponseKind::Upstream { body, conn } => {
+                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+                match &frame {
+                    None => {
+                        if let Some(c) = conn.take() {
+                            c.give_back();
+                        }
+                    }
+                    // A broken upstream body: the connection must not be reused.
+                    Some(Err(_)) => drop(conn.take()),
+                    Some(Ok(_)) => {
+                        if body.is_end_stream() {
+                            if let Some(c) = conn.take() {
+                                c.give_back();
+                            }
+                        }
+                    }
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            ResponseKind::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            ResponseKind::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            ResponseKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ResponseKind::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // HEAD and 204/304 bodies may never be polled; they are complete anyway.
+        if let ResponseKind::Upstream { body, conn } = &mut self.kind {
+            if body.is_end_stream() {
+                if let Some(c) = conn.take() {
+                    c.give_back();
+                }
+            }
+        }
+    }
+}

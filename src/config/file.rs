@@ -1,0 +1,191 @@
+//! The TOML file exactly as written: serde structs, unknown keys rejected.
+//!
+//! Values that later checks may reject are [`Spanned`] so their errors can
+//! name the line. Defaults live here, beside the field they belong to, and
+//! are documented in `docs/configuration.md`.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[server]`: the client-facing listener.
+    #[serde(default)]
+    pub server: ServerFile,
+    /// `[[services]]`: backend services and their endpoints.
+    #[serde(default)]
+    pub services: Vec<ServiceFile>,
+    /// `[[routes]]`: method + path → service.
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+    /// Sections of later releases: rejected with "not yet supported" rather than ignored.
+    #[serde(default)]
+    pub auth: Option<Spanned<toml::Value>>,
+    /// See `auth`.
+    #[serde(default)]
+    pub rate_limit: Option<Spanned<toml::Value>>,
+    /// See `auth`.
+    #[serde(default)]
+    pub health: Option<Spanned<toml::Value>>,
+    /// See `auth`.
+    #[serde(default)]
+    pub geo: Option<Spanned<toml::Value>>,
+    /// See `auth`.
+    #[serde(default)]
+    pub relay: Option<Spanned<toml::Value>>,
+    /// See `auth`.
+    #[serde(default)]
+    pub admin: Option<Spanned<toml::Value>>,
+    /// See `auth`.
+    #[serde(default)]
+    pub log: Option<Spanned<toml::Value>>,
+}
+
+fn default_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:8080".to_owned())
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerFile {
+    /// `ip:port` to listen on. Default `127.0.0.1:8080`.
+    pub listen: Spanned<String>,
+    /// Open client connections at most; more wait in the accept queue. Default 10000.
+    pub max_connections: Spanned<usize>,
+    /// CIDRs whose `X-Forwarded-For` is believed. Default none.
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// Time for a client to send a complete request head (and, on HTTP/1.1,
+    /// to start the next request on a kept-alive connection). Default 10000.
+    pub header_read_timeout_ms: Spanned<u64>,
+    /// Largest request head (request line + headers) in bytes; larger → 431. Default 65536.
+    pub max_header_bytes: Spanned<usize>,
+    /// Largest request body in bytes, unless a route says otherwise; larger → 413. Default 16 MiB.
+    pub max_request_body_bytes: u64,
+    /// On SIGTERM/SIGINT, time in-flight requests get to finish. Default 30.
+    pub shutdown_drain_seconds: u64,
+    /// Tokio worker threads. Default: one per CPU.
+    pub worker_threads: Option<Spanned<usize>>,
+    /// Concurrent streams per HTTP/2 client connection. Default 256.
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl Default for ServerFile {
+    fn default() -> Self {
+        ServerFile {
+            listen: default_listen(),
+            max_connections: Spanned::new(0..0, 10_000),
+            trusted_proxies: Vec::new(),
+            header_read_timeout_ms: Spanned::new(0..0, 10_000),
+            max_header_bytes: Spanned::new(0..0, 64 * 1024),
+            max_request_body_bytes: 16 * 1024 * 1024,
+            shutdown_drain_seconds: 30,
+            worker_threads: None,
+            http2_max_concurrent_streams: 256,
+        }
+    }
+}
+
+/// The protocol spoken to a service's endpoints.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolFile {
+    /// HTTP/1.1 (default).
+    #[default]
+    Http1,
+    /// HTTP/2 cleartext, prior knowledge.
+    H2c,
+}
+
+/// How `Host` is sent upstream.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HostFile {
+    /// The client's `Host` (default).
+    #[default]
+    Preserve,
+    /// The endpoint's `ip:port`.
+    Endpoint,
+}
+
+/// `[[services]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFile {
+    /// Unique name routes refer to.
+    pub name: Spanned<String>,
+    /// `[[services.endpoints]]`.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointFile>,
+    /// `"http1"` (default) or `"h2c"`.
+    #[serde(default)]
+    pub protocol: ProtocolFile,
+    /// `"preserve"` (default) or `"endpoint"`.
+    #[serde(default)]
+    pub host: HostFile,
+    /// A fixed `Host` for this service; wins over `host`.
+    pub host_rewrite: Option<Spanned<String>>,
+    /// TCP connect timeout. Default 2000.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Idle keep-alive connections kept per endpoint. Default 64.
+    #[serde(default = "default_max_idle")]
+    pub max_idle_connections_per_endpoint: usize,
+    /// Idle connections older than this are not reused. Default 30000.
+    #[serde(default = "default_idle_connection_timeout_ms")]
+    pub idle_connection_timeout_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    2_000
+}
+fn default_max_idle() -> usize {
+    64
+}
+fn default_idle_connection_timeout_ms() -> u64 {
+    30_000
+}
+
+/// `[[services.endpoints]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointFile {
+    /// `ip:port`.
+    pub address: Spanned<String>,
+    /// The region the endpoint runs in.
+    pub region: Option<String>,
+}
+
+/// A route's `rate_limit = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFile {
+    /// Sustained requests per minute.
+    pub requests_per_minute: u32,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// One method.
+    pub method: Option<Spanned<String>>,
+    /// Several methods (instead of `method`).
+    pub methods: Option<Spanned<Vec<String>>>,
+    /// Path template.
+    pub path: Spanned<String>,
+    /// Name of a `[[services]]` entry.
+    pub service: Spanned<String>,
+    /// Upstream response-header timeout. Default 30000.
+    pub timeout_ms: Option<Spanned<u64>>,
+    /// Prefix removed before forwarding.
+    pub strip_prefix: Option<Spanned<String>>,
+    /// Prefix added before forwarding.
+    pub add_prefix: Option<Spanned<String>>,
+    /// Body cap for this route (overrides `[server] max_request_body_bytes`).
+    pub max_request_body_bytes: Option<u64>,
+    /// Per-route rate limit (parsed and carried; enforcement comes with `[rate_limit]`).
+    pub rate_limit: Option<Spanned<RateLimitFile>>,
+}

@@ -1,0 +1,9 @@
+//! Configuration: the TOML file ([`file`]), its validation ([`validate`]) and
+//! the compiled [`Snapshot`] requests run against.
+
+pub mod file;
+pub mod snapshot;
+pub mod validate;
+
+pub use snapshot::{ServerSettings, Snapshot};
+pub use validate::{ConfigError, GatewayConfig, load, parse};

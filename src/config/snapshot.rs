@@ -1,0 +1,67 @@
+//! The compiled configuration a request runs against.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::dispatch::Dispatcher;
+use crate::dispatch::forwarded::TrustedProxies;
+use crate::router::Router;
+
+/// Routes, services and per-request settings: one immutable version of the
+/// config. A request loads it once and uses that version to its end.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The route table.
+    pub router: Router,
+    /// Services and their endpoints.
+    pub dispatcher: Dispatcher,
+    /// Proxies whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Default request body cap in bytes.
+    pub max_request_body_bytes: u64,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            router: Router::default(),
+            dispatcher: Dispatcher::default(),
+            trusted_proxies: TrustedProxies::default(),
+            max_request_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Listener settings, fixed for the life of the process.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Time to receive a complete request head; also the HTTP/1.1 keep-alive idle limit.
+    pub header_read_timeout: Duration,
+    /// Largest request head in bytes.
+    pub max_header_bytes: usize,
+    /// Drain deadline on shutdown.
+    pub shutdown_drain: Duration,
+    /// Tokio worker threads (`None`: one per CPU).
+    pub worker_threads: Option<usize>,
+    /// Concurrent streams per HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl ServerSettings {
+    /// Defaults for a listener on `listen`.
+    pub fn new(listen: SocketAddr, max_connections: usize) -> Self {
+        ServerSettings {
+            listen,
+            max_connections,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            shutdown_drain: Duration::from_secs(30),
+            worker_threads: None,
+            http2_max_concurrent_streams: 256,
+        }
+    }
+}

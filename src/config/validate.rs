@@ -1,0 +1,555 @@
+//! From the file's text to validated domain types, every error naming the
+//! file, the line and the field.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::file::{FileConfig, HostFile, ProtocolFile, RouteFile, ServiceFile};
+use super::snapshot::{ServerSettings, Snapshot};
+use crate::dispatch::Dispatcher;
+use crate::dispatch::forwarded::TrustedProxies;
+use crate::router::{HttpMethod, RateLimitRule, Route, RoutePolicy, Router, ServiceTarget};
+use crate::upstream::{Endpoint, HostPolicy, PoolConfig, Service, UpstreamProtocol};
+
+/// A configuration error: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file (or `<built-in>` for the demo config).
+    pub file: PathBuf,
+    /// 1-based line; 0 when the error is not tied to a place in the file.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// Dotted path of the offending field, e.g. `routes[2].service`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        } else {
+            write!(f, "{}: ", self.file.display())?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A validated configuration: listener settings and the first snapshot.
+#[derive(Debug)]
+pub struct GatewayConfig {
+    /// Listener settings (fixed for the life of the process).
+    pub server: ServerSettings,
+    /// Routes, services and per-request settings.
+    pub snapshot: Snapshot,
+    /// Accepted but worth telling the operator about.
+    pub warnings: Vec<String>,
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn at(
+        &self,
+        span: std::ops::Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (line, column) = line_col(self.text, span.start);
+        ConfigError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn spanned<T>(
+        &self,
+        s: &Spanned<T>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        self.at(s.span(), field, message)
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, column)
+}
+
+/// Read and validate a configuration file.
+///
+/// # Errors
+/// A [`ConfigError`] naming the file, line and field of the first problem.
+pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        line: 0,
+        column: 0,
+        field: String::new(),
+        message: format!("cannot read: {e}"),
+    })?;
+    parse(&text, path)
+}
+
+/// Validate configuration text; `file` is used in error messages.
+///
+/// # Errors
+/// A [`ConfigError`] naming the file, line and field of the first problem.
+pub fn parse(text: &str, file: &Path) -> Result<GatewayConfig, ConfigError> {
+    let cx = Ctx { file, text };
+    let de = toml::Deserializer::parse(text).map_err(|e| toml_error(&cx, e, String::new()))?;
+    let raw: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        // Spanned<T> shows up as an inner private field; the user's path ends before it.
+        let path = e
+            .path()
+            .to_string()
+            .replace(".$__serde_spanned_private_value", "");
+        let path = if path == "." { String::new() } else { path };
+        toml_error(&cx, e.into_inner(), path)
+    })?;
+    build(&cx, raw)
+}
+
+fn toml_error(cx: &Ctx<'_>, e: toml::de::Error, field: String) -> ConfigError {
+    let span = e.span().unwrap_or(0..0);
+    let (line, column) = line_col(cx.text, span.start);
+    ConfigError {
+        file: cx.file.to_owned(),
+        line,
+        column,
+        field,
+        message: e.message().trim().to_owned(),
+    }
+}
+
+fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
+    let mut warnings = Vec::new();
+    for (name, section) in [
+        ("auth", &raw.auth),
+        ("rate_limit", &raw.rate_limit),
+        ("health", &raw.health),
+        ("geo", &raw.geo),
+        ("relay", &raw.relay),
+        ("admin", &raw.admin),
+        ("log", &raw.log),
+    ] {
+        if let Some(s) = section {
+            return Err(cx.spanned(
+                s,
+                name,
+                format!("the [{name}] section is not yet supported by this version"),
+            ));
+        }
+    }
+
+    let server = build_server(cx, &raw)?;
+    let mut dispatcher = Dispatcher::new();
+    let mut known: HashMap<&str, ()> = HashMap::new();
+    for (i, svc) in raw.services.iter().enumerate() {
+        if known.insert(svc.name.get_ref().as_str(), ()).is_some() {
+            return Err(cx.spanned(
+                &svc.name,
+                format!("services[{i}].name"),
+                format!("duplicate service name {:?}", svc.name.get_ref()),
+            ));
+        }
+        dispatcher.add_service(build_service(cx, i, svc)?);
+    }
+
+    let mut router = Router::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        add_routes(cx, i, r, &known, &mut router)?;
+        if r.rate_limit.is_some() {
+            warnings.push(format!(
+                "routes[{i}].rate_limit is carried but not enforced yet (no [rate_limit] support in this version)"
+            ));
+        }
+    }
+    if raw.routes.is_empty() {
+        warnings.push("no [[routes]]: every request will get 404".to_owned());
+    }
+
+    let trusted = raw
+        .server
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            parse_cidr(s.get_ref()).ok_or_else(|| {
+                cx.spanned(
+                    s,
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("{:?} is not a CIDR or IP address", s.get_ref()),
+                )
+            })
+        })
+        .collect::<Result<Vec<IpNet>, _>>()?;
+
+    Ok(GatewayConfig {
+        server,
+        snapshot: Snapshot {
+            router,
+            dispatcher,
+            trusted_proxies: TrustedProxies::new(trusted),
+            max_request_body_bytes: raw.server.max_request_body_bytes,
+        },
+        warnings,
+    })
+}
+
+fn parse_cidr(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+fn build_server(cx: &Ctx<'_>, raw: &FileConfig) -> Result<ServerSettings, ConfigError> {
+    let s = &raw.server;
+    let listen: SocketAddr = s.listen.get_ref().parse().map_err(|_| {
+        cx.spanned(
+            &s.listen,
+            "server.listen",
+            format!(
+                "{:?} is not an ip:port address (e.g. \"127.0.0.1:8080\")",
+                s.listen.get_ref()
+            ),
+        )
+    })?;
+    if *s.max_connections.get_ref() == 0 {
+        return Err(cx.spanned(
+            &s.max_connections,
+            "server.max_connections",
+            "must be at least 1",
+        ));
+    }
+    if *s.header_read_timeout_ms.get_ref() == 0 {
+        return Err(cx.spanned(
+            &s.header_read_timeout_ms,
+            "server.header_read_timeout_ms",
+            "must be at least 1",
+        ));
+    }
+    if *s.max_header_bytes.get_ref() < 8192 {
+        return Err(cx.spanned(
+            &s.max_header_bytes,
+            "server.max_header_bytes",
+            "must be at least 8192 (hyper's smallest read buffer)",
+        ));
+    }
+    if let Some(w) = &s.worker_threads {
+        if *w.get_ref() == 0 {
+            return Err(cx.spanned(w, "server.worker_threads", "must be at least 1"));
+        }
+    }
+    Ok(ServerSettings {
+        listen,
+        max_connections: *s.max_connections.get_ref(),
+        header_read_timeout: Duration::from_millis(*s.header_read_timeout_ms.get_ref()),
+        max_header_bytes: *s.max_header_bytes.get_ref(),
+        shutdown_drain: Duration::from_secs(s.shutdown_drain_seconds),
+        worker_threads: s.worker_threads.as_ref().map(|w| *w.get_ref()),
+        http2_max_concurrent_streams: s.http2_max_concurrent_streams,
+    })
+}
+
+fn build_service(cx: &Ctx<'_>, i: usize, svc: &ServiceFile) -> Result<Service, ConfigError> {
+    let name = svc.name.get_ref();
+    if name.is_empty() {
+        return Err(cx.spanned(
+            &svc.name,
+            format!("services[{i}].name"),
+            "must not be empty",
+        ));
+    }
+    let protocol = match svc.protocol {
+        ProtocolFile::Http1 => UpstreamProtocol::Http1,
+        ProtocolFile::H2c => UpstreamProtocol::H2c,
+    };
+    let pool = PoolConfig {
+        protocol,
+        connect_timeout: Duration::from_millis(svc.connect_timeout_ms.max(1)),
+        max_idle: svc.max_idle_connections_per_endpoint,
+        idle_timeout: Duration::from_millis(svc.idle_connection_timeout_ms),
+    };
+    let mut endpoints = Vec::with_capacity(svc.endpoints.len());
+    for (j, ep) in svc.endpoints.iter().enumerate() {
+        let field = format!("services[{i}].endpoints[{j}].address");
+        let address: SocketAddr = ep.address.get_ref().parse().map_err(|_| {
+            cx.spanned(&ep.address, field.clone(), format!("{:?} is not an ip:port address (host names need DNS discovery, not yet supported)", ep.address.get_ref()))
+        })?;
+        endpoints.push(Arc::new(Endpoint::new(
+            address,
+            ep.region.clone(),
+            pool.clone(),
+        )));
+    }
+    let host = match (&svc.host_rewrite, svc.host) {
+        (Some(h), _) => HostPolicy::Fixed(
+            http::HeaderValue::from_str(h.get_ref())
+                .ok()
+                .filter(|_| http::uri::Authority::try_from(h.get_ref().as_str()).is_ok())
+                .ok_or_else(|| {
+                    cx.spanned(
+                        h,
+                        format!("services[{i}].host_rewrite"),
+                        "not a valid host[:port]",
+                    )
+                })?,
+        ),
+        (None, HostFile::Preserve) => HostPolicy::Preserve,
+        (None, HostFile::Endpoint) => HostPolicy::Endpoint,
+    };
+    Ok(Service::new(
+        ServiceTarget::from_name(name),
+        endpoints,
+        protocol,
+        host,
+    ))
+}
+
+fn add_routes(
+    cx: &Ctx<'_>,
+    i: usize,
+    r: &RouteFile,
+    services: &HashMap<&str, ()>,
+    router: &mut Router,
+) -> Result<(), ConfigError> {
+    let field = |f: &str| format!("routes[{i}].{f}");
+    let methods: Vec<(String, std::ops::Range<usize>)> = match (&r.method, &r.methods) {
+        (Some(m), None) => vec![(m.get_ref().clone(), m.span())],
+        (None, Some(ms)) if !ms.get_ref().is_empty() => ms
+            .get_ref()
+            .iter()
+            .map(|m| (m.clone(), ms.span()))
+            .collect(),
+        (None, Some(ms)) => {
+            return Err(cx.spanned(ms, field("methods"), "must list at least one method"));
+        }
+        (Some(m), Some(_)) => {
+            return Err(cx.spanned(
+                m,
+                field("method"),
+                "give either `method` or `methods`, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(cx.spanned(&r.path, field("method"), "missing `method` (or `methods`)"));
+        }
+    };
+    let service = r.service.get_ref();
+    if !services.contains_key(service.as_str()) {
+        let mut names: Vec<&str> = services.keys().copied().collect();
+        names.sort_unstable();
+        return Err(cx.spanned(
+            &r.service,
+            field("service"),
+            format!(
+                "unknown service {service:?} (defined: {})",
+                names.join(", ")
+            ),
+        ));
+    }
+    let policy = RoutePolicy {
+        timeout: r
+            .timeout_ms
+            .as_ref()
+            .map_or(RoutePolicy::default().timeout, |t| {
+                Duration::from_millis(*t.get_ref())
+            }),
+        strip_prefix: r.strip_prefix.as_ref().map(|s| s.get_ref().clone()),
+        add_prefix: r.add_prefix.as_ref().map(|s| s.get_ref().clone()),
+        max_request_body_bytes: r.max_request_body_bytes,
+    };
+    if let Some(t) = &r.timeout_ms {
+        if *t.get_ref() == 0 {
+            return Err(cx.spanned(t, field("timeout_ms"), "must be at least 1"));
+        }
+    }
+    for (name, span) in methods {
+        let method = HttpMethod::from_name(&name).ok_or_else(|| {
+            cx.at(
+                span.clone(),
+                field("method"),
+                format!(
+                    "unknown method {name:?} (one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)"
+                ),
+            )
+        })?;
+        let route = Route {
+            method,
+            path: r.path.get_ref().clone(),
+            target: ServiceTarget::from_name(service),
+            rate_limit: r.rate_limit.as_ref().map(|rl| RateLimitRule {
+                requests_per_minute: rl.get_ref().requests_per_minute,
+            }),
+        };
+        router.try_add_route(route, policy.clone()).map_err(|e| {
+            use crate::router::RouteError;
+            match e {
+                RouteError::InvalidPrefix(ref p) => {
+                    let (name, value) = match &r.strip_prefix {
+                        Some(s) if s.get_ref() == p => ("strip_prefix", s),
+                        _ => (
+                            "add_prefix",
+                            r.add_prefix
+                                .as_ref()
+                                .expect("the prefix came from this route"),
+                        ),
+                    };
+                    cx.spanned(value, field(name), e.to_string())
+                }
+                other => cx.spanned(&r.path, field("path"), other.to_string()),
+            }
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> ConfigError {
+        parse(text, Path::new("gw.toml")).expect_err("config should be rejected")
+    }
+
+    const SERVICE: &str = "[[services]]\nname = \"world-service\"\n[[services.endpoints]]\naddress = \"127.0.0.1:9001\"\n";
+
+    #[test]
+    fn contract_example_parses() {
+        let text = r#"
+[server]
+listen = "127.0.0.1:8080"
+max_connections = 10000
+trusted_proxies = ["10.0.0.0/8"]
+
+[[services]]
+name = "world-service"
+[[services.endpoints]]
+address = "127.0.0.1:9001"
+region = "us-east"
+
+[[routes]]
+method = "GET"
+path = "/api/v1/worlds/{world_id}"
+service = "world-service"
+
+[[routes]]
+methods = ["PUT", "DELETE"]
+path = "/api/v1/worlds/{world_id}"
+service = "world-service"
+"#;
+        let cfg = parse(text, Path::new("gw.toml")).unwrap();
+        assert_eq!(cfg.server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(cfg.server.max_connections, 10000);
+        assert_eq!(cfg.snapshot.router.routes().len(), 3);
+        assert!(
+            cfg.snapshot
+                .trusted_proxies
+                .contains("10.1.2.3".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_path() {
+        let e = err(&format!(
+            "{SERVICE}\n[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nservice = \"world-service\"\ntimeout = 5\n"
+        ));
+        assert_eq!((e.line, e.field.as_str()), (10, "routes[0].timeout"));
+        assert!(e.message.contains("unknown field `timeout`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("gw.toml:10:1: routes[0].timeout: unknown field `timeout`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_service() {
+        let e = err(&format!(
+            "{SERVICE}[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nservice = \"wrold-service\"\n"
+        ));
+        assert_eq!((e.line, e.column), (8, 11));
+        assert_eq!(e.field, "routes[0].service");
+        assert_eq!(
+            e.message,
+            "unknown service \"wrold-service\" (defined: world-service)"
+        );
+    }
+
+    #[test]
+    fn invalid_listen() {
+        let e = err("[server]\nlisten = \"localhost:80x\"\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "server.listen"));
+    }
+
+    #[test]
+    fn duplicate_route() {
+        let route =
+            "[[routes]]\nmethod = \"GET\"\npath = \"/a/{id}\"\nservice = \"world-service\"\n";
+        let e = err(&format!("{SERVICE}{route}{route}"));
+        assert_eq!((e.line, e.field.as_str()), (11, "routes[1].path"));
+        assert_eq!(e.message, "duplicate route: GET /a/{id} is already defined");
+    }
+
+    #[test]
+    fn conflicting_template_and_bad_method() {
+        let a = "[[routes]]\nmethod = \"GET\"\npath = \"/a/{id}\"\nservice = \"world-service\"\n";
+        let b =
+            "[[routes]]\nmethod = \"PUT\"\npath = \"/a/{other}\"\nservice = \"world-service\"\n";
+        let e = err(&format!("{SERVICE}{a}{b}"));
+        assert_eq!((e.line, e.field.as_str()), (11, "routes[1].path"));
+        let e = err(&format!(
+            "{SERVICE}[[routes]]\nmethod = \"FETCH\"\npath = \"/a\"\nservice = \"world-service\"\n"
+        ));
+        assert_eq!((e.line, e.field.as_str()), (6, "routes[0].method"));
+    }
+
+    #[test]
+    fn bad_endpoint_cidr_and_type() {
+        let e = err(
+            "[[services]]\nname = \"s\"\n[[services.endpoints]]\naddress = \"world.internal:80\"\n",
+        );
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (4, "services[0].endpoints[0].address")
+        );
+        let e = err("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "server.trusted_proxies[0]"));
+        let e = err("[server]\nmax_connections = \"many\"\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "server.max_connections"));
+        let e = err("[server\n");
+        assert_eq!(e.line, 1);
+    }
+
+    #[test]
+    fn later_sections_are_rejected_not_ignored() {
+        let e = err("[auth]\nissuer = \"aether-auth\"\n");
+        assert_eq!((e.line, e.field.as_str()), (1, "auth"));
+        assert!(e.message.contains("not yet supported"), "{e}");
+    }
+}

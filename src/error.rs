@@ -1,0 +1,139 @@
+//! The crate error and the one place where errors become HTTP statuses.
+//!
+//! Every gateway-made response comes from [`Error::status`] and
+//! [`Error::public_message`]; the match arms are exhaustive on purpose so a new
+//! variant has to be mapped deliberately.
+
+use http::StatusCode;
+
+/// Who caused an error: decides the log level and whether details are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The downstream client sent something we refuse (4xx); not logged as an error.
+    Client,
+    /// An upstream service failed or was unreachable (502/503/504).
+    Upstream,
+    /// A bug or resource problem inside the gateway (500).
+    Internal,
+}
+
+/// Request-path errors of the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request path matched no route.
+    #[error("no route matches this path")]
+    NoRoute,
+    /// The path exists, but not for this method; carries the `Allow` value.
+    #[error("method not allowed")]
+    MethodNotAllowed {
+        /// Comma-separated list of the methods the path accepts.
+        allow: http::HeaderValue,
+    },
+    /// The request path cannot be normalised safely.
+    #[error("bad request path: {0}")]
+    BadPath(#[from] crate::router::PathError),
+    /// The request is malformed in a way hyper did not catch (e.g. a missing host).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The request body is larger than the route allows.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// The downstream client stopped sending its body before it was complete.
+    #[error("client aborted the request body")]
+    ClientAborted,
+    /// No endpoint of the service is configured or usable.
+    #[error("no upstream endpoint available")]
+    NoEndpoint,
+    /// Connecting to every tried endpoint failed.
+    #[error("upstream connect failed")]
+    UpstreamConnect,
+    /// The upstream did not answer in time.
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    /// The upstream broke the protocol or the connection mid-exchange.
+    #[error("upstream protocol error")]
+    UpstreamProtocol,
+    /// The gateway itself failed (a bug or an exhausted resource).
+    #[error("internal gateway error")]
+    Internal(&'static str),
+}
+
+impl Error {
+    /// The HTTP status the gateway answers with for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::NoRoute => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::BadPath(_) => StatusCode::BAD_REQUEST,
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::ClientAborted => StatusCode::BAD_REQUEST,
+            Error::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            Error::UpstreamConnect => StatusCode::BAD_GATEWAY,
+            Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Error::UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Who caused the error.
+    pub fn blame(&self) -> Blame {
+        match self {
+            Error::NoRoute
+            | Error::MethodNotAllowed { .. }
+            | Error::BadPath(_)
+            | Error::BadRequest(_)
+            | Error::PayloadTooLarge
+            | Error::ClientAborted => Blame::Client,
+            Error::NoEndpoint
+            | Error::UpstreamConnect
+            | Error::UpstreamTimeout
+            | Error::UpstreamProtocol => Blame::Upstream,
+            Error::Internal(_) => Blame::Internal,
+        }
+    }
+
+    /// The message put in the JSON body: never internal details.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Internal(_) => "internal gateway error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The JSON body of every gateway-made error response.
+#[derive(serde::Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    request_id: &'a str,
+}
+
+/// Build the gateway's JSON response for an error.
+pub fn error_response(
+    err: &Error,
+    request_id: &http::HeaderValue,
+) -> http::Response<crate::body::ResponseBody> {
+    let message = err.public_message();
+    let body = ErrorBody {
+        error: &message,
+        request_id: request_id.to_str().unwrap_or(""),
+    };
+    let bytes = serde_json::to_vec(&body)
+        .unwrap_or_else(|_| b"{\"error\":\"internal gateway error\"}".to_vec());
+    let mut resp = http::Response::new(crate::body::ResponseBody::full(bytes));
+    *resp.status_mut() = err.status();
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    if let Error::MethodNotAllowed { allow } = err {
+        h.insert(http::header::ALLOW, allow.clone());
+    }
+    resp
+}

@@ -1,0 +1,150 @@
+//! The `aether-gateway` command line: run, check, demo. No logic lives here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use aether_gateway::config::{self, GatewayConfig};
+use aether_gateway::{BackendRuntime, demo};
+use clap::{Parser, Subcommand};
+
+/// The edge API gateway of the Aether VR platform.
+#[derive(Parser)]
+#[command(name = "aether-gateway", version, about)]
+struct Cli {
+    /// Configuration file to run (same as `run --config FILE`). Without it and
+    /// without a command, the built-in demo starts.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a configuration file.
+    Run,
+    /// Validate a configuration file and exit (non-zero with file:line: field: message on error).
+    Check,
+    /// Run the self-contained demo: built-in upstreams and config.
+    Demo {
+        /// Where the demo gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match (cli.command, cli.config) {
+        (Some(Command::Check), Some(path)) => match config::load(&path) {
+            Ok(cfg) => {
+                for w in &cfg.warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!(
+                    "{}: ok ({} routes, listen {})",
+                    path.display(),
+                    cfg.snapshot.router.routes().len(),
+                    cfg.server.listen
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        (Some(Command::Check), None) | (Some(Command::Run), None) => {
+            eprintln!("error: --config FILE is required");
+            ExitCode::from(2)
+        }
+        (Some(Command::Run) | None, Some(path)) => match config::load(&path) {
+            Ok(cfg) => run(cfg),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        (Some(Command::Demo { listen }), _) => run_demo(listen),
+        (None, None) => run_demo(SocketAddr::from(([127, 0, 0, 1], 8080))),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn tokio_runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        b.worker_threads(n);
+    }
+    b.enable_all().build()
+}
+
+fn run(cfg: GatewayConfig) -> ExitCode {
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    let rt = match tokio_runtime(cfg.server.worker_threads) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let listen = cfg.server.listen;
+        match BackendRuntime::from_config(cfg).start().await {
+            Ok(gw) => {
+                // Tests and scripts wait for this exact line.
+                println!("aether-gateway listening on http://{}", gw.local_addr());
+                gw.run_until_signal().await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot listen on {listen}: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn run_demo(listen: SocketAddr) -> ExitCode {
+    let rt = match tokio_runtime(None) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let upstreams = match demo::start_upstreams().await {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("error: cannot start demo upstreams: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let cfg = demo::config(listen, &upstreams).expect("the built-in demo config is valid");
+        match BackendRuntime::from_config(cfg).start().await {
+            Ok(gw) => {
+                println!("aether-gateway listening on http://{}", gw.local_addr());
+                println!("{}", demo::banner(gw.local_addr(), &upstreams));
+                gw.run_until_signal().await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot listen on {listen}: {e} (try `aether-gateway demo --listen 127.0.0.1:8081`)");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

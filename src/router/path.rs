@@ -1,0 +1,202 @@
+//! Safe request-path normalisation, done once before route matching.
+//!
+//! The path that is matched is the path that is forwarded, so the upstream
+//! can never interpret a request differently from the router:
+//! - percent-encoded *unreserved* characters (`A-Z a-z 0-9 - . _ ~`) are
+//!   decoded, every other escape is kept (hex upper-cased), so `%2F` stays a
+//!   literal inside one segment and never becomes a separator;
+//! - `.` segments are removed and `..` segments resolved (RFC 3986 §5.2.4);
+//!   a `..` that would climb above the root is rejected;
+//! - empty segments (`//`) are merged, as nginx's `merge_slashes` does.
+
+use std::borrow::Cow;
+
+/// Why a request path was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The path does not start with `/` (and is not `*` for OPTIONS).
+    #[error("path must start with '/'")]
+    NotAbsolute,
+    /// A `%` is not followed by two hex digits.
+    #[error("invalid percent-encoding")]
+    BadPercentEncoding,
+    /// A `..` segment would climb above the root.
+    #[error("path escapes the root")]
+    AboveRoot,
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// True when the path needs the slow path: an escape, `//`, or a dot segment.
+fn needs_work(path: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for (i, &b) in path.iter().enumerate() {
+        match b {
+            b'%' => return true,
+            b'/' if prev == b'/' => return true,
+            b'.' if prev == b'/' => {
+                // "/." followed by end, "/" or ".": a dot segment.
+                match path.get(i + 1) {
+                    None | Some(b'/') => return true,
+                    Some(b'.') if matches!(path.get(i + 2), None | Some(b'/')) => return true,
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+        prev = b;
+    }
+    false
+}
+
+/// Normalise a request path (without the query) for matching and forwarding.
+///
+/// Returns the input unchanged (borrowed) in the common case.
+///
+/// # Errors
+/// [`PathError`] when the path is not absolute, has a malformed escape, or
+/// climbs above the root.
+///
+/// ```
+/// use aether_gateway::router::normalize_path;
+/// assert_eq!(normalize_path("/api/v1/worlds/1").unwrap(), "/api/v1/worlds/1");
+/// assert_eq!(normalize_path("/api//v1/./worlds/x/../1").unwrap(), "/api/v1/worlds/1");
+/// assert_eq!(normalize_path("/api/%7Eu%2fv").unwrap(), "/api/~u%2Fv");
+/// assert!(normalize_path("/../etc").is_err());
+/// ```
+pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    if !needs_work(bytes) {
+        return Ok(Cow::Borrowed(path));
+    }
+
+    // Pass 1: decode unreserved escapes, canonicalise the others.
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hi = bytes.get(i + 1).copied().and_then(hex_val);
+            let lo = bytes.get(i + 2).copied().and_then(hex_val);
+            let (Some(hi), Some(lo)) = (hi, lo) else {
+                return Err(PathError::BadPercentEncoding);
+            };
+            let v = hi << 4 | lo;
+            if is_unreserved(v) {
+                decoded.push(v);
+            } else {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                decoded.extend_from_slice(&[b'%', HEX[(v >> 4) as usize], HEX[(v & 15) as usize]]);
+            }
+            i += 3;
+        } else {
+            decoded.push(b);
+            i += 1;
+        }
+    }
+
+    // Pass 2: segments. Only ASCII was produced above from ASCII input, and
+    // non-ASCII input bytes are copied whole, so splitting on b'/' keeps UTF-8 intact.
+    let trailing_slash =
+        decoded.ends_with(b"/") || decoded.ends_with(b"/.") || decoded.ends_with(b"/..");
+    let mut segments: Vec<&[u8]> = Vec::new();
+    for seg in decoded.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                if segments.pop().is_none() {
+                    return Err(PathError::AboveRoot);
+                }
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for seg in &segments {
+        out.push('/');
+        // The input was a &str and we only replaced ASCII escapes with ASCII,
+        // so every segment is valid UTF-8.
+        out.push_str(std::str::from_utf8(seg).map_err(|_| PathError::BadPercentEncoding)?);
+    }
+    if out.is_empty() || (trailing_slash && !segments.is_empty()) {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table() {
+        let cases: &[(&str, Result<&str, PathError>)] = &[
+            ("/", Ok("/")),
+            ("/a/b", Ok("/a/b")),
+            ("/a/b/", Ok("/a/b/")),
+            ("//a///b", Ok("/a/b")),
+            ("/a/./b", Ok("/a/b")),
+            ("/a/b/.", Ok("/a/b/")),
+            ("/a/b/..", Ok("/a/")),
+            ("/a/../../b", Err(PathError::AboveRoot)),
+            ("/..", Err(PathError::AboveRoot)),
+            ("/%2e%2e/x", Err(PathError::AboveRoot)),
+            ("/a/%2E%2e/b", Ok("/b")),
+            ("/a%2fb", Ok("/a%2Fb")),
+            ("/a%2Fb", Ok("/a%2Fb")),
+            ("/%41%7e%5f", Ok("/A~_")),
+            ("/%00", Ok("/%00")),
+            ("/%zz", Err(PathError::BadPercentEncoding)),
+            ("/%4", Err(PathError::BadPercentEncoding)),
+            ("/a%", Err(PathError::BadPercentEncoding)),
+            ("a/b", Err(PathError::NotAbsolute)),
+            ("", Err(PathError::NotAbsolute)),
+            ("/.hidden/x", Ok("/.hidden/x")),
+            ("/a..b/c", Ok("/a..b/c")),
+            ("/ä/%C3%A4", Ok("/ä/%C3%A4")),
+        ];
+        for (input, want) in cases {
+            let got = normalize_path(input).map(|c| c.into_owned());
+            assert_eq!(
+                got.as_deref().map_err(Clone::clone),
+                *want,
+                "input {input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn common_paths_are_borrowed() {
+        assert!(matches!(
+            normalize_path("/api/v1/worlds/42").unwrap(),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(
+            normalize_path("/a.b/c..d/").unwrap(),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn idempotent_on_samples() {
+        for p in ["/a//b/../c/./d%2f%7e", "/x/%2e/y/", "/%2F%2f//"] {
+            let once = normalize_path(p).unwrap().into_owned();
+            let twice = normalize_path(&once).unwrap().into_owned();
+            assert_eq!(once, twice, "{p}");
+        }
+    }
+}

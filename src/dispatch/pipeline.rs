@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use super::DispatchContext;
 use super::headers::{
-    self as h, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
+    self as h, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
 };
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::Snapshot;
@@ -58,7 +58,7 @@ pub(crate) async fn handle(
         .trusted_proxies
         .client_ip(conn.peer.ip(), req.headers());
     let method = req.method().clone();
-    let mut resp = match proxy(&snap, shared, conn, &request_id, req).await {
+    let mut resp = match proxy(&snap, shared, conn, client_ip, &request_id, req).await {
         Ok(resp) => resp,
         Err(err) => {
             match err.blame() {
@@ -83,6 +83,7 @@ async fn proxy(
     snap: &Snapshot,
     shared: &Shared,
     conn: ConnInfo,
+    client_ip: IpAddr,
     request_id: &HeaderValue,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Error> {
@@ -148,6 +149,8 @@ async fn proxy(
         hdrs.insert(header::HOST, host.clone());
     }
     forwarding_headers(hdrs, snap, conn.peer.ip(), original_host.as_ref(), version);
+    // The resolved client, so upstreams need not repeat the trusted-proxy walk.
+    hdrs.insert(&X_REAL_IP, ip_header(client_ip));
     hdrs.insert(&X_REQUEST_ID, request_id.clone());
 
     let ctx = DispatchContext {
@@ -221,6 +224,10 @@ fn forwarding_headers(
         _ => "1.1 aether-gateway",
     };
     hdrs.append(header::VIA, HeaderValue::from_static(via));
+}
+
+fn ip_header(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value")
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

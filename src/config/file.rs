@@ -110,6 +110,15 @@ pub enum HostFile {
     Endpoint,
 }
 
+/// Endpoint choice within a service (more policies arrive with health checking).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceFile {
+    /// Each endpoint in turn (default).
+    #[default]
+    RoundRobin,
+}
+
 /// `[[services]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,6 +128,9 @@ pub struct ServiceFile {
     /// `[[services.endpoints]]`.
     #[serde(default)]
     pub endpoints: Vec<EndpointFile>,
+    /// `"round_robin"` (default; the only policy so far).
+    #[serde(default)]
+    pub balance: BalanceFile,
     /// `"http1"` (default) or `"h2c"`.
     #[serde(default)]
     pub protocol: ProtocolFile,

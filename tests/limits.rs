@@ -1,0 +1,201 @@
+//! Malformed and hostile clients: bad framing, smuggling attempts, oversize
+//! heads, slowloris, idle connections and the connection cap. Raw TCP, so the
+//! bytes are exactly what an attacker would send.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+async fn setup(server_extra: &str) -> (Upstream, aether_gateway::RunningGateway) {
+    let up = Upstream::start("world").await;
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server_extra}\n{}\n[[routes]]\nmethods = [\"GET\", \"POST\"]\npath = \"/api/v1/worlds\"\nservice = \"world-service\"\n",
+        service_toml("world-service", &[up.addr], "")
+    );
+    let gw = gateway(&cfg).await;
+    (up, gw)
+}
+
+fn status_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_4xx_and_nothing_is_forwarded() {
+    let (up, gw) = setup("").await;
+    let big_header = format!(
+        "GET /api/v1/worlds HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let many_headers = format!(
+        "GET /api/v1/worlds HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..200)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+    );
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("garbage request line", b"GARBAGE\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("bad version", b"GET /api/v1/worlds HTTP/9.9\r\nHost: x\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("space in target", b"GET /api/v1/ worlds HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("obs-fold", b"GET /api/v1/worlds HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("NUL in header", b"GET /api/v1/worlds HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("space before colon", b"GET /api/v1/worlds HTTP/1.1\r\nHost: x\r\nX-A : 1\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("bad content-length", b"POST /api/v1/worlds HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        (
+            "two different content-lengths",
+            b"POST /api/v1/worlds HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd".to_vec(),
+            "HTTP/1.1 400",
+        ),
+        (
+            "transfer-encoding not ending in chunked",
+            b"POST /api/v1/worlds HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+        ),
+        (
+            "transfer-encoding on HTTP/1.0",
+            b"POST /api/v1/worlds HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+        ),
+        ("oversize header", big_header.into_bytes(), "HTTP/1.1 431"),
+        ("too many headers", many_headers.into_bytes(), "HTTP/1.1 431"),
+    ];
+    for (name, bytes, want) in cases {
+        let (text, closed) = raw(gw.local_addr(), &bytes, Duration::from_secs(5)).await;
+        assert!(
+            text.starts_with(want),
+            "{name}: got {:?}",
+            status_line(&text)
+        );
+        assert!(
+            closed,
+            "{name}: the connection must be closed after a framing error"
+        );
+    }
+    assert_eq!(up.hits(), 0, "a malformed request reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http11_without_host_is_a_json_400() {
+    let (up, gw) = setup("").await;
+    let (text, _) = raw(
+        gw.local_addr(),
+        b"GET /api/v1/worlds HTTP/1.1\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(
+        text.contains("{\"error\":\"bad request: HTTP/1.1 request without Host\",\"request_id\":"),
+        "{text}"
+    );
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_with_transfer_encoding_cannot_smuggle() {
+    let (up, gw) = setup("").await;
+    // CL.TE: a front end trusting Content-Length would see a second request
+    // (`GET /api/v1/worlds?smuggled=1`) hidden in this body.
+    let attack = b"POST /api/v1/worlds HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+5\r\nhello\r\n0\r\n\r\nGET /api/v1/worlds?smuggled=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    let (text, closed) = raw(gw.local_addr(), attack, Duration::from_secs(5)).await;
+    // RFC 9112 §6.3: Transfer-Encoding wins, Content-Length is dropped, and
+    // the connection is closed after the response, so the tail is never parsed.
+    assert!(closed, "the connection must close after a CL+TE request");
+    assert_eq!(
+        text.matches("HTTP/1.1 ").count(),
+        1,
+        "exactly one response: {text}"
+    );
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].uri, "/api/v1/worlds");
+    assert!(
+        !seen[0].headers.contains_key("content-length"),
+        "conflicting length forwarded"
+    );
+    assert!(text.contains("\"body_bytes\":5"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_is_cut_at_the_header_timeout() {
+    let (up, gw) = setup("header_read_timeout_ms = 300").await;
+    let mut s = TcpStream::connect(gw.local_addr()).await.unwrap();
+    s.write_all(b"GET /api/v1/worlds HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Never finish the head: the gateway must hang up on its own.
+    let (_, closed) = read_until_close(&mut s, Duration::from_secs(5)).await;
+    assert!(closed, "a trickling client was not disconnected");
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connection_is_closed() {
+    let (up, gw) = setup("header_read_timeout_ms = 300").await;
+    let mut s = TcpStream::connect(gw.local_addr()).await.unwrap();
+    s.write_all(b"GET /api/v1/worlds HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // One complete exchange, then silence: the gateway closes the idle connection.
+    let (text, closed) = read_until_close(&mut s, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(closed, "an idle keep-alive connection stayed open");
+    assert_eq!(up.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_wait_their_turn() {
+    let (_up, gw) = setup("max_connections = 2").await;
+    let a = gw.local_addr();
+    let request = b"GET /api/v1/worlds HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    // Two kept-alive connections hold both slots.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(a).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(s);
+    }
+
+    // A third connection is queued (the kernel completes the handshake), not served.
+    let mut third = TcpStream::connect(a).await.unwrap();
+    third
+        .write_all(b"GET /api/v1/worlds HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (text, _) = read_until_close(&mut third, Duration::from_millis(500)).await;
+    assert_eq!(text, "", "a connection over the cap was served");
+
+    // Freeing a slot lets it through.
+    drop(held.pop());
+    let (text, closed) = read_until_close(&mut third, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert!(closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_never_leak_internal_details_and_requests_keep_flowing() {
+    let (up, gw) = setup("").await;
+    // Many bad inputs on one connection after another; the gateway stays up.
+    for i in 0..50 {
+        let junk = format!("{i}\r\n\r\n\x01\x02\x03 / HTTP/1.1\r\n\r\n");
+        let _ = raw(gw.local_addr(), junk.as_bytes(), Duration::from_secs(5)).await;
+    }
+    let r = http1(gw.local_addr(), get("/api/v1/worlds")).await;
+    assert_eq!(r.status, http::StatusCode::OK);
+    assert_eq!(up.hits(), 1);
+}

@@ -1,0 +1,226 @@
+//! The built binary as an operator runs it: `check`, the demo, graceful
+//! shutdown on SIGTERM, and streaming 1 GiB each way in bounded memory.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use support::upstream::TestBody;
+use support::*;
+use tokio::net::TcpStream;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_aether-gateway"))
+}
+
+fn config_for(up: &Upstream, server_extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server_extra}\n{}\n[[routes]]\nmethods = [\"GET\", \"POST\"]\npath = \"/api/v1/worlds/{{world_id}}\"\nservice = \"world-service\"\n",
+        service_toml("world-service", &[up.addr], "")
+    )
+}
+
+#[test]
+fn check_reports_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:8080\"\n\n[[services]]\nname = \"world-service\"\n\n[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nservice = \"wrold-service\"\n",
+    )
+    .unwrap();
+    let out = bin()
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = format!(
+        "error: {}:10:11: routes[0].service: unknown service \"wrold-service\" (defined: world-service)",
+        path.display()
+    );
+    assert!(err.contains(&want), "stderr: {err}");
+
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:8080\"\nlisten_port = 1\n",
+    )
+    .unwrap();
+    let out = bin()
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":3:1: server.listen_port: unknown field `listen_port`"),
+        "stderr: {err}"
+    );
+}
+
+#[test]
+fn check_accepts_the_example_config() {
+    let out = bin()
+        .arg("check")
+        .arg("--config")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/gateway.toml"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("));
+}
+
+#[test]
+fn run_refuses_an_invalid_config_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, "[server]\nlisten = \"not-an-address\"\n").unwrap();
+    let out = bin().arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(":2:10: server.listen:"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_proxies_real_requests() {
+    let mut child = bin()
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let addr: std::net::SocketAddr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("demo prints its address");
+        if let Some(a) = line.strip_prefix("aether-gateway listening on http://") {
+            break a.parse().unwrap();
+        }
+    };
+    let first = http1(addr, get("/api/v1/worlds/1")).await;
+    let second = http1(addr, get("/api/v1/worlds/1")).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.json()["service"], "world-service");
+    let regions = [
+        first.json()["region"].clone(),
+        second.json()["region"].clone(),
+    ];
+    assert!(
+        regions.contains(&"us-east".into()) && regions.contains(&"eu-west".into()),
+        "{regions:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let up = Upstream::start("world").await;
+    let mut gw = GatewayProcess::start(&config_for(&up, "shutdown_drain_seconds = 20"));
+    let addr = gw.addr;
+    let in_flight =
+        tokio::spawn(async move { http1(addr, get("/api/v1/worlds/1?slow_ms=1500")).await });
+    up.wait_for_hits(1).await;
+
+    gw.signal("TERM");
+    // New connections are refused once the listener is closed.
+    let refused = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if TcpStream::connect(addr).await.is_err() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(refused.is_ok(), "the listener stayed open after SIGTERM");
+
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "the in-flight request was cut");
+    let code = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_each_way_in_bounded_memory() {
+    const GIB: u64 = 1 << 30;
+    let up = Upstream::start("world").await;
+    let gw = GatewayProcess::start(&config_for(
+        &up,
+        &format!("max_request_body_bytes = {}", 2 * GIB),
+    ));
+
+    // Upload: the upstream counts what arrives.
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake::<_, TestBody>(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post("/api/v1/worlds/1")
+        .header("host", "x")
+        .header("content-length", GIB.to_string())
+        .body(TestBody::Stream { left: GIB })
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(j["body_bytes"], GIB);
+
+    // Download: count without holding.
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake::<_, TestBody>(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("/api/v1/worlds/1?download={GIB}"))
+        .header("host", "x")
+        .body(TestBody::Full(Some(Bytes::new())))
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut got = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Some(d) = frame.unwrap().data_ref() {
+            got += d.len() as u64;
+        }
+    }
+    assert_eq!(got, GIB);
+
+    let peak_kib = gw.status_kib("VmHWM");
+    eprintln!("gateway peak RSS after 1 GiB each way: {peak_kib} KiB");
+    assert!(
+        peak_kib < 64 * 1024,
+        "gateway peak RSS {peak_kib} KiB while streaming 1 GiB each way"
+    );
+}

@@ -185,10 +185,10 @@ impl Body for ResponseBody {
                     // A broken upstream body: the connection must not be reused.
                     Some(Err(_)) => drop(conn.take()),
                     Some(Ok(_)) => {
-                        if body.is_end_stream() {
-                            if let Some(c) = conn.take() {
-                                c.give_back();
-                            }
+                        if body.is_end_stream()
+                            && let Some(c) = conn.take()
+                        {
+                            c.give_back();
                         }
                     }
                 }
@@ -215,12 +215,11 @@ impl Body for ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         // HEAD and 204/304 bodies may never be polled; they are complete anyway.
-        if let ResponseKind::Upstream { body, conn } = &mut self.kind {
-            if body.is_end_stream() {
-                if let Some(c) = conn.take() {
-                    c.give_back();
-                }
-            }
+        if let ResponseKind::Upstream { body, conn } = &mut self.kind
+            && body.is_end_stream()
+            && let Some(c) = conn.take()
+        {
+            c.give_back();
         }
     }
 }

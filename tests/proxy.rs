@@ -228,7 +228,7 @@ async fn h2c_client_to_http1_upstream() {
     let gw = gateway(&cfg).await;
     let req = http::Request::builder()
         .method("POST")
-        .uri(format!("http://play.aether.test/api/v1/worlds/5"))
+        .uri("http://play.aether.test/api/v1/worlds/5")
         .body(http_body_util::Full::new(bytes::Bytes::from_static(
             b"from h2",
         )))

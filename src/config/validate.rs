@@ -260,10 +260,10 @@ fn build_server(cx: &Ctx<'_>, raw: &FileConfig) -> Result<ServerSettings, Config
             "must be at least 8192 (hyper's smallest read buffer)",
         ));
     }
-    if let Some(w) = &s.worker_threads {
-        if *w.get_ref() == 0 {
-            return Err(cx.spanned(w, "server.worker_threads", "must be at least 1"));
-        }
+    if let Some(w) = &s.worker_threads
+        && *w.get_ref() == 0
+    {
+        return Err(cx.spanned(w, "server.worker_threads", "must be at least 1"));
     }
     Ok(ServerSettings {
         listen,
@@ -384,10 +384,10 @@ fn add_routes(
         add_prefix: r.add_prefix.as_ref().map(|s| s.get_ref().clone()),
         max_request_body_bytes: r.max_request_body_bytes,
     };
-    if let Some(t) = &r.timeout_ms {
-        if *t.get_ref() == 0 {
-            return Err(cx.spanned(t, field("timeout_ms"), "must be at least 1"));
-        }
+    if let Some(t) = &r.timeout_ms
+        && *t.get_ref() == 0
+    {
+        return Err(cx.spanned(t, field("timeout_ms"), "must be at least 1"));
     }
     for (name, span) in methods {
         let method = HttpMethod::from_name(&name).ok_or_else(|| {

@@ -161,26 +161,26 @@ async fn proxy(
     let upstream_req = Request::from_parts(parts, RequestBody::streaming(body, limit));
     let mut resp = snap.dispatcher.dispatch(ctx, upstream_req).await?;
 
-    if let Some(on_client) = client_upgrade {
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let on_upstream = hyper::upgrade::on(&mut resp);
-            let stop = shared.hard_stop.clone();
-            shared.tunnels.spawn(async move {
-                let tunnel = async move {
-                    let (client, upstream) = tokio::try_join!(on_client, on_upstream)?;
-                    let mut client = TokioIo::new(client);
-                    let mut upstream = TokioIo::new(upstream);
-                    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
-                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-                };
-                tokio::select! {
-                    r = tunnel => if let Err(e) = r {
-                        tracing::debug!(error = %e, "tunnel closed with an error");
-                    },
-                    _ = stop.cancelled() => {}
-                }
-            });
-        }
+    if let Some(on_client) = client_upgrade
+        && resp.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        let on_upstream = hyper::upgrade::on(&mut resp);
+        let stop = shared.hard_stop.clone();
+        shared.tunnels.spawn(async move {
+            let tunnel = async move {
+                let (client, upstream) = tokio::try_join!(on_client, on_upstream)?;
+                let mut client = TokioIo::new(client);
+                let mut upstream = TokioIo::new(upstream);
+                tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            };
+            tokio::select! {
+                r = tunnel => if let Err(e) = r {
+                    tracing::debug!(error = %e, "tunnel closed with an error");
+                },
+                _ = stop.cancelled() => {}
+            }
+        });
     }
     Ok(resp)
 }

@@ -210,13 +210,13 @@ impl RoutePolicy {
     pub fn upstream_path<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
         use std::borrow::Cow;
         let mut rest: &str = path;
-        if let Some(prefix) = &self.strip_prefix {
-            if let Some(r) = path.strip_prefix(prefix.as_str()) {
-                if r.is_empty() {
-                    rest = "/";
-                } else if r.starts_with('/') {
-                    rest = r;
-                }
+        if let Some(prefix) = &self.strip_prefix
+            && let Some(r) = path.strip_prefix(prefix.as_str())
+        {
+            if r.is_empty() {
+                rest = "/";
+            } else if r.starts_with('/') {
+                rest = r;
             }
         }
         match &self.add_prefix {

@@ -163,10 +163,10 @@ impl Pool {
     }
 
     async fn h2_sender(&self) -> std::io::Result<http2::SendRequest<RequestBody>> {
-        if let Some(tx) = self.h2.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            if !tx.is_closed() {
-                return Ok(tx.clone());
-            }
+        if let Some(tx) = self.h2.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && !tx.is_closed()
+        {
+            return Ok(tx.clone());
         }
         let io = self.connect_tcp().await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())

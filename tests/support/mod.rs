@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[allow(unused_imports)]
 pub use upstream::{Proto, Upstream};
 
 /// `[[services]]` text for a service over these addresses.

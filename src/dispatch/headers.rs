@@ -35,18 +35,23 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 9] {
     ]
 }
 
-/// True when the request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
-pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
+    fixed_hop_by_hop().contains(&name)
 }
 
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+/// True when the request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .map(str::trim)
 }
 
 /// Remove hop-by-hop headers, including those the `Connection` header names.
@@ -54,20 +59,24 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// With `keep_upgrade`, `Upgrade` survives and `Connection: upgrade` is
 /// restored, which is what a tunnelled WebSocket handshake needs.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            if keep_upgrade && name == header::UPGRADE {
-                continue;
-            }
-            headers.remove(&name);
-        }
+    // On the hot path: one pass over the names, and most messages carry no
+    // hop-by-hop header at all, or only `Connection: keep-alive`.
+    if !headers.keys().any(is_fixed_hop_by_hop) {
+        return;
+    }
+    // Names listed in `Connection` beyond the fixed set are rare; only they
+    // cost an allocation.
+    let listed: Vec<HeaderName> = connection_tokens(headers)
+        .filter(|t| {
+            !t.eq_ignore_ascii_case("close")
+                && !fixed_hop_by_hop()
+                    .iter()
+                    .any(|f| t.eq_ignore_ascii_case(f.as_str()))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(&name);
     }
     let upgrade = if keep_upgrade {
         headers.remove(header::UPGRADE)

@@ -29,11 +29,25 @@ use crate::config::Snapshot;
 use crate::error::{Blame, Error, error_response};
 use crate::router::{Lookup, normalize_path};
 
-/// What the pipeline knows about the client connection.
-#[derive(Debug, Clone, Copy)]
+/// What the pipeline knows about the client connection, computed once per connection.
+#[derive(Debug, Clone)]
 pub(crate) struct ConnInfo {
     /// The socket peer.
     pub peer: SocketAddr,
+    /// The peer's IP (canonical) as a header value, reused by every request.
+    pub peer_ip: IpAddr,
+    peer_ip_header: HeaderValue,
+}
+
+impl ConnInfo {
+    pub(crate) fn new(peer: SocketAddr) -> Self {
+        let peer_ip = super::forwarded::canonical(peer.ip());
+        ConnInfo {
+            peer,
+            peer_ip,
+            peer_ip_header: ip_header(peer_ip),
+        }
+    }
 }
 
 /// State shared by every connection of one running gateway.
@@ -48,7 +62,7 @@ pub(crate) struct Shared {
 /// Handle one request end to end; never fails: errors become JSON responses.
 pub(crate) async fn handle(
     shared: &Shared,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     // One snapshot for the whole request: a reload never shows half of each config.
@@ -82,7 +96,7 @@ pub(crate) async fn handle(
 async fn proxy(
     snap: &Snapshot,
     shared: &Shared,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     client_ip: IpAddr,
     request_id: &HeaderValue,
     mut req: Request<Incoming>,
@@ -148,9 +162,14 @@ async fn proxy(
     if let Some(host) = &original_host {
         hdrs.insert(header::HOST, host.clone());
     }
-    forwarding_headers(hdrs, snap, conn.peer.ip(), original_host.as_ref(), version);
+    forwarding_headers(hdrs, snap, conn, original_host.as_ref(), version);
     // The resolved client, so upstreams need not repeat the trusted-proxy walk.
-    hdrs.insert(&X_REAL_IP, ip_header(client_ip));
+    let real_ip = if client_ip == conn.peer_ip {
+        conn.peer_ip_header.clone()
+    } else {
+        ip_header(client_ip)
+    };
+    hdrs.insert(&X_REAL_IP, real_ip);
     hdrs.insert(&X_REQUEST_ID, request_id.clone());
 
     let ctx = DispatchContext {
@@ -189,24 +208,24 @@ async fn proxy(
 fn forwarding_headers(
     hdrs: &mut http::HeaderMap,
     snap: &Snapshot,
-    peer: IpAddr,
+    conn: &ConnInfo,
     host: Option<&HeaderValue>,
     version: Version,
 ) {
-    let peer = super::forwarded::canonical(peer);
-    let peer_trusted = snap.trusted_proxies.contains(peer);
+    let peer_trusted = snap.trusted_proxies.contains(conn.peer_ip);
 
-    let mut xff = String::new();
-    for v in hdrs.get_all(&X_FORWARDED_FOR) {
-        if let Ok(s) = v.to_str() {
-            xff.push_str(s);
-            xff.push_str(", ");
+    if hdrs.contains_key(&X_FORWARDED_FOR) {
+        let mut xff = Vec::with_capacity(64);
+        for v in hdrs.get_all(&X_FORWARDED_FOR) {
+            xff.extend_from_slice(v.as_bytes());
+            xff.extend_from_slice(b", ");
         }
-    }
-    use std::fmt::Write;
-    let _ = write!(xff, "{peer}");
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        hdrs.insert(&X_FORWARDED_FOR, v);
+        xff.extend_from_slice(conn.peer_ip_header.as_bytes());
+        if let Ok(v) = HeaderValue::from_bytes(&xff) {
+            hdrs.insert(&X_FORWARDED_FOR, v);
+        }
+    } else {
+        hdrs.insert(&X_FORWARDED_FOR, conn.peer_ip_header.clone());
     }
 
     if !(peer_trusted && hdrs.contains_key(&X_FORWARDED_PROTO)) {

@@ -264,10 +264,11 @@ async fn serve_connection(
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
 ) {
-    let info = ConnInfo { peer };
+    // One Arc per connection: each request clones a single pointer.
+    let ctx = Arc::new((shared, ConnInfo::new(peer)));
     let service = service_fn(move |req| {
-        let shared = Arc::clone(&shared);
-        async move { Ok::<_, Infallible>(pipeline::handle(&shared, info, req).await) }
+        let ctx = Arc::clone(&ctx);
+        async move { Ok::<_, Infallible>(pipeline::handle(&ctx.0, &ctx.1, req).await) }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);

@@ -201,7 +201,7 @@ impl Pool {
         let mut attempts = 0;
         match self.config.protocol {
             UpstreamProtocol::H2c => {
-                let mut tx = match self.h2_sender().await {
+                let mut tx = match Box::pin(self.h2_sender()).await {
                     Ok(tx) => tx,
                     Err(error) => {
                         return Err(SendError::Connect {
@@ -226,7 +226,9 @@ impl Pool {
                             ),
                         });
                     }
-                    None => match self.connect_h1().await {
+                    // Boxed: the connect path is rare and its future is large;
+                    // inline it would bloat (and memcpy) every request's future.
+                    None => match Box::pin(self.connect_h1()).await {
                         Ok(tx) => tx,
                         Err(error) => {
                             return Err(SendError::Connect {

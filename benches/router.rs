@@ -3,7 +3,8 @@
 
 use aether_gateway::router::{Lookup, RoutePolicy, normalize_path};
 use aether_gateway::{HttpMethod, Route, Router, ServiceTarget};
-use criterion::{Criterion, black_box, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
 
 fn table() -> Router {
     let mut r = Router::new();

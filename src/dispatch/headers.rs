@@ -35,10 +35,6 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 9] {
     ]
 }
 
-fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
-    fixed_hop_by_hop().contains(&name)
-}
-
 /// True when the request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
@@ -59,9 +55,16 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// With `keep_upgrade`, `Upgrade` survives and `Connection: upgrade` is
 /// restored, which is what a tunnelled WebSocket handshake needs.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // On the hot path: one pass over the names, and most messages carry no
-    // hop-by-hop header at all, or only `Connection: keep-alive`.
-    if !headers.keys().any(is_fixed_hop_by_hop) {
+    // On the hot path: one pass over the names notes which fixed hop-by-hop
+    // headers are present; most messages carry none, or only `Connection`.
+    let fixed = fixed_hop_by_hop();
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = fixed.iter().position(|f| *f == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
     // Names listed in `Connection` beyond the fixed set are rare; only they
@@ -69,21 +72,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let listed: Vec<HeaderName> = connection_tokens(headers)
         .filter(|t| {
             !t.eq_ignore_ascii_case("close")
-                && !fixed_hop_by_hop()
-                    .iter()
-                    .any(|f| t.eq_ignore_ascii_case(f.as_str()))
+                && !fixed.iter().any(|f| t.eq_ignore_ascii_case(f.as_str()))
         })
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in listed {
         headers.remove(&name);
     }
-    let upgrade = if keep_upgrade {
-        headers.remove(header::UPGRADE)
-    } else {
-        None
-    };
-    for name in fixed_hop_by_hop() {
+    for (i, name) in fixed.into_iter().enumerate() {
+        if present & (1 << i) == 0 || (keep_upgrade && name == header::UPGRADE) {
+            continue;
+        }
         if name == header::TE {
             // "TE: trailers" is end-to-end meaningful (gRPC needs it).
             let trailers_only = headers
@@ -95,8 +94,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(name);
     }
-    if let Some(u) = upgrade {
-        headers.insert(header::UPGRADE, u);
+    if keep_upgrade && headers.contains_key(header::UPGRADE) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }

@@ -173,6 +173,7 @@ fn http_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(settings.max_header_bytes)
+        .writev(false)
         .keep_alive(true);
     builder
         .http2()

@@ -151,6 +151,7 @@ impl Pool {
     async fn connect_h1(&self) -> std::io::Result<http1::SendRequest<RequestBody>> {
         let io = self.connect_tcp().await?;
         let (tx, conn) = http1::Builder::new()
+            .writev(false)
             .handshake(io)
             .await
             .map_err(std::io::Error::other)?;

@@ -199,4 +199,67 @@ mod tests {
             assert_eq!(once, twice, "{p}");
         }
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Paths built from the characters that matter: separators, dots, escapes.
+        fn path_like() -> impl Strategy<Value = String> {
+            proptest::collection::vec(
+                prop_oneof![
+                    Just("/".to_owned()),
+                    Just(".".to_owned()),
+                    Just("..".to_owned()),
+                    Just("%2e".to_owned()),
+                    Just("%2F".to_owned()),
+                    Just("%2f".to_owned()),
+                    Just("%41".to_owned()),
+                    Just("%".to_owned()),
+                    Just("%zz".to_owned()),
+                    "[a-z~_-]{1,3}",
+                    "%[0-9a-fA-F]{2}",
+                ],
+                0..24,
+            )
+            .prop_map(|parts| format!("/{}", parts.concat()))
+        }
+
+        proptest! {
+            #[test]
+            fn never_panics_on_any_string(s in ".{0,64}") {
+                let _ = normalize_path(&s);
+            }
+
+            #[test]
+            fn output_is_normal_and_idempotent(p in path_like()) {
+                if let Ok(out) = normalize_path(&p) {
+                    let out = out.into_owned();
+                    prop_assert!(out.starts_with('/'));
+                    prop_assert!(!out.contains("//"), "{out}");
+                    for seg in out.split('/') {
+                        prop_assert!(seg != "." && seg != "..", "dot segment in {out}");
+                    }
+                    // Every escape left is canonical and of a reserved byte.
+                    let b = out.as_bytes();
+                    for (i, &c) in b.iter().enumerate() {
+                        if c == b'%' {
+                            let hex = &out[i + 1..i + 3];
+                            prop_assert!(hex.bytes().all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(&h)), "{out}");
+                            let v = u8::from_str_radix(hex, 16).unwrap();
+                            prop_assert!(!is_unreserved(v), "unreserved byte left encoded in {out}");
+                        }
+                    }
+                    prop_assert_eq!(normalize_path(&out).unwrap().into_owned(), out.clone());
+                    prop_assert!(out.len() <= p.len() + 1);
+                }
+            }
+
+            #[test]
+            fn encoded_slash_never_becomes_a_separator(a in "[a-z]{1,8}", b in "[a-z]{1,8}") {
+                let out = normalize_path(&format!("/{a}%2F{b}")).unwrap().into_owned();
+                prop_assert_eq!(out.matches('/').count(), 1);
+            }
+        }
+    }
 }

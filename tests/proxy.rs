@@ -399,3 +399,20 @@ async fn chunked_body_over_the_cap_is_413() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_target_authority_wins_over_host() {
+    let (up, gw) = simple("", "").await;
+    let (text, _) = raw(
+        gw.local_addr(),
+        b"GET http://play.aether.test/api/v1/worlds/3 HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let seen = up.last();
+    // The upstream gets origin-form and the target's authority as Host.
+    assert_eq!(seen.uri, "/api/v1/worlds/3");
+    assert_eq!(seen.headers["host"], "play.aether.test");
+    assert_eq!(seen.headers["x-forwarded-host"], "play.aether.test");
+}

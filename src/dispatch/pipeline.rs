@@ -128,13 +128,11 @@ async fn proxy(
     let upgrade = req.version() == Version::HTTP_11 && h::is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let version = req.version();
-    let original_host = match req.headers().get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        // HTTP/2 clients send :authority instead of Host.
-        None => req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    // The target's authority wins over Host: HTTP/2's :authority, and an
+    // HTTP/1.1 absolute-form target, where RFC 9112 §3.2.2 says Host is ignored.
+    let original_host = match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers().get(header::HOST).cloned(),
     };
     let (mut parts, body) = req.into_parts();
 

@@ -24,6 +24,21 @@ pub enum BodyError {
     Client(#[from] hyper::Error),
 }
 
+/// The one frame of an in-memory body (none for an empty one).
+fn full_frame<E>(b: &mut Option<Bytes>) -> Option<Result<Frame<Bytes>, E>> {
+    b.take()
+        .filter(|b| !b.is_empty())
+        .map(|b| Ok(Frame::data(b)))
+}
+
+fn full_is_end(b: &Option<Bytes>) -> bool {
+    b.as_ref().is_none_or(Bytes::is_empty)
+}
+
+fn full_size_hint(b: &Option<Bytes>) -> SizeHint {
+    SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+}
+
 enum RequestKind {
     Incoming(Incoming),
     Full(Option<Bytes>),
@@ -84,11 +99,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         match &mut this.kind {
-            RequestKind::Full(b) => Poll::Ready(
-                b.take()
-                    .filter(|b| !b.is_empty())
-                    .map(|b| Ok(Frame::data(b))),
-            ),
+            RequestKind::Full(b) => Poll::Ready(full_frame(b)),
             RequestKind::Incoming(inc) => match ready!(Pin::new(inc).poll_frame(cx)) {
                 Some(Ok(frame)) => {
                     if let Some(data) = frame.data_ref() {
@@ -109,14 +120,14 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            RequestKind::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            RequestKind::Full(b) => full_is_end(b),
             RequestKind::Incoming(i) => i.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            RequestKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            RequestKind::Full(b) => full_size_hint(b),
             RequestKind::Incoming(i) => i.size_hint(),
         }
     }
@@ -169,11 +180,7 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         match &mut this.kind {
-            ResponseKind::Full(b) => Poll::Ready(
-                b.take()
-                    .filter(|b| !b.is_empty())
-                    .map(|b| Ok(Frame::data(b))),
-            ),
+            ResponseKind::Full(b) => Poll::Ready(full_frame(b)),
             ResponseKind::Upstream { body, conn } => {
                 let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
                 match &frame {
@@ -199,14 +206,14 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            ResponseKind::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            ResponseKind::Full(b) => full_is_end(b),
             ResponseKind::Upstream { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            ResponseKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ResponseKind::Full(b) => full_size_hint(b),
             ResponseKind::Upstream { body, .. } => body.size_hint(),
         }
     }

@@ -25,42 +25,34 @@ fn config_for(up: &Upstream, server_extra: &str) -> String {
     )
 }
 
-#[test]
-fn check_reports_file_line_and_field() {
+/// `aether-gateway check` on this config text: (exit code, stderr, the file's path).
+fn check(text: &str) -> (Option<i32>, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.toml");
-    std::fs::write(
-        &path,
-        "[server]\nlisten = \"127.0.0.1:8080\"\n\n[[services]]\nname = \"world-service\"\n\n[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nservice = \"wrold-service\"\n",
-    )
-    .unwrap();
+    std::fs::write(&path, text).unwrap();
     let out = bin()
         .arg("check")
         .arg("--config")
         .arg(&path)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stderr, path.display().to_string())
+}
+
+#[test]
+fn check_reports_file_line_and_field() {
+    let (code, err, path) = check(
+        "[server]\nlisten = \"127.0.0.1:8080\"\n\n[[services]]\nname = \"world-service\"\n\n[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nservice = \"wrold-service\"\n",
+    );
+    assert_eq!(code, Some(2));
     let want = format!(
-        "error: {}:10:11: routes[0].service: unknown service \"wrold-service\" (defined: world-service)",
-        path.display()
+        "error: {path}:10:11: routes[0].service: unknown service \"wrold-service\" (defined: world-service)"
     );
     assert!(err.contains(&want), "stderr: {err}");
 
-    std::fs::write(
-        &path,
-        "[server]\nlisten = \"127.0.0.1:8080\"\nlisten_port = 1\n",
-    )
-    .unwrap();
-    let out = bin()
-        .arg("check")
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err, _) = check("[server]\nlisten = \"127.0.0.1:8080\"\nlisten_port = 1\n");
+    assert_eq!(code, Some(2));
     assert!(
         err.contains(":3:1: server.listen_port: unknown field `listen_port`"),
         "stderr: {err}"

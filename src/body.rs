@@ -1,12 +1,15 @@
 //! Body types of the proxy: concrete enums rather than boxed trait objects,
 //! so streaming a request or response through costs no allocation per body.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::oneshot;
 
 use crate::upstream::pool::ReturnToPool;
 
@@ -22,6 +25,9 @@ pub enum BodyError {
     /// Reading from the client failed (it went away or broke framing).
     #[error("reading the request body failed: {0}")]
     Client(#[from] hyper::Error),
+    /// The client paused longer than the body timeout between two pieces.
+    #[error("the client stopped sending its body")]
+    TimedOut,
 }
 
 /// The one frame of an in-memory body (none for an empty one).
@@ -44,11 +50,23 @@ enum RequestKind {
     Full(Option<Bytes>),
 }
 
+/// What a streaming body with data still to come needs; absent for bodiless
+/// requests, so they cost no timer and no channel.
+struct Streaming {
+    /// Longest pause between two pieces of the body.
+    gap: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// Fired once the body has been read to its end (or has failed).
+    done: Option<oneshot::Sender<()>>,
+    done_rx: Option<oneshot::Receiver<()>>,
+}
+
 /// The body of a request on its way upstream: the client's stream, capped, or bytes.
 pub struct RequestBody {
     kind: RequestKind,
     limit: u64,
     seen: u64,
+    streaming: Option<Box<Streaming>>,
 }
 
 impl std::fmt::Debug for RequestBody {
@@ -61,12 +79,36 @@ impl std::fmt::Debug for RequestBody {
 }
 
 impl RequestBody {
-    /// Stream the client's body, failing with [`BodyError::TooLarge`] past `limit` bytes.
-    pub fn streaming(body: Incoming, limit: u64) -> Self {
+    /// Stream the client's body, failing with [`BodyError::TooLarge`] past
+    /// `limit` bytes and with [`BodyError::TimedOut`] when the client pauses
+    /// longer than `gap` between two pieces.
+    pub fn streaming(body: Incoming, limit: u64, gap: Duration) -> Self {
+        let streaming = (!body.is_end_stream()).then(|| {
+            let (done, done_rx) = oneshot::channel();
+            Box::new(Streaming {
+                gap,
+                timer: Box::pin(tokio::time::sleep(gap)),
+                done: Some(done),
+                done_rx: Some(done_rx),
+            })
+        });
         RequestBody {
             kind: RequestKind::Incoming(body),
             limit,
             seen: 0,
+            streaming,
+        }
+    }
+
+    /// A signal that resolves once the whole body has been read (or has
+    /// failed); `None` when there is no body to wait for.
+    pub fn take_completion(&mut self) -> Option<oneshot::Receiver<()>> {
+        self.streaming.as_mut().and_then(|s| s.done_rx.take())
+    }
+
+    fn finish(&mut self) {
+        if let Some(done) = self.streaming.as_mut().and_then(|s| s.done.take()) {
+            let _ = done.send(());
         }
     }
 
@@ -76,6 +118,7 @@ impl RequestBody {
             kind: RequestKind::Full(Some(bytes.into())),
             limit: u64::MAX,
             seen: 0,
+            streaming: None,
         }
     }
 
@@ -85,6 +128,7 @@ impl RequestBody {
             kind: RequestKind::Full(None),
             limit: u64::MAX,
             seen: 0,
+            streaming: None,
         }
     }
 }
@@ -100,21 +144,41 @@ impl Body for RequestBody {
         let this = self.get_mut();
         match &mut this.kind {
             RequestKind::Full(b) => Poll::Ready(full_frame(b)),
-            RequestKind::Incoming(inc) => match ready!(Pin::new(inc).poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    if let Some(data) = frame.data_ref() {
-                        this.seen += data.len() as u64;
-                        if this.seen > this.limit {
-                            return Poll::Ready(Some(Err(BodyError::TooLarge {
-                                limit: this.limit,
-                            })));
+            RequestKind::Incoming(inc) => {
+                let polled = Pin::new(inc).poll_frame(cx);
+                let result = match polled {
+                    Poll::Pending => {
+                        // Nothing from the client: is the pause too long?
+                        if let Some(s) = this.streaming.as_mut() {
+                            if s.timer.as_mut().poll(cx).is_ready() {
+                                this.finish();
+                                return Poll::Ready(Some(Err(BodyError::TimedOut)));
+                            }
                         }
+                        return Poll::Pending;
                     }
-                    Poll::Ready(Some(Ok(frame)))
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(data) = frame.data_ref() {
+                            this.seen += data.len() as u64;
+                            if this.seen > this.limit {
+                                this.finish();
+                                return Poll::Ready(Some(Err(BodyError::TooLarge { limit: this.limit })));
+                            }
+                        }
+                        if let Some(s) = this.streaming.as_mut() {
+                            let next = tokio::time::Instant::now() + s.gap;
+                            s.timer.as_mut().reset(next);
+                        }
+                        Some(Ok(frame))
+                    }
+                    Poll::Ready(Some(Err(e))) => Some(Err(BodyError::Client(e))),
+                    Poll::Ready(None) => None,
+                };
+                if !matches!(result, Some(Ok(_))) {
+                    this.finish();
                 }
-                Some(Err(e)) => Poll::Ready(Some(Err(BodyError::Client(e)))),
-                None => Poll::Ready(None),
-            },
+                Poll::Ready(result)
+            }
         }
     }
 

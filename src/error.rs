@@ -35,12 +35,18 @@ pub enum Error {
     /// The request is malformed in a way hyper did not catch (e.g. a missing host).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The request uses a feature the gateway does not implement (e.g. a transfer-coding).
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
     /// The request body is larger than the route allows.
     #[error("request body too large")]
     PayloadTooLarge,
     /// The downstream client stopped sending its body before it was complete.
     #[error("client aborted the request body")]
     ClientAborted,
+    /// The downstream client paused too long while sending its body.
+    #[error("request body timed out")]
+    ClientBodyTimeout,
     /// No endpoint of the service is configured or usable.
     #[error("no upstream endpoint available")]
     NoEndpoint,
@@ -67,7 +73,9 @@ impl Error {
             Error::BadPath(_) => StatusCode::BAD_REQUEST,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Error::ClientAborted => StatusCode::BAD_REQUEST,
+            Error::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamConnect => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -84,7 +92,9 @@ impl Error {
             | Error::BadPath(_)
             | Error::BadRequest(_)
             | Error::PayloadTooLarge
-            | Error::ClientAborted => Blame::Client,
+            | Error::NotImplemented(_)
+            | Error::ClientAborted
+            | Error::ClientBodyTimeout => Blame::Client,
             Error::NoEndpoint
             | Error::UpstreamConnect
             | Error::UpstreamTimeout

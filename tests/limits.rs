@@ -199,3 +199,120 @@ async fn errors_never_leak_internal_details_and_requests_keep_flowing() {
     assert_eq!(r.status, http::StatusCode::OK);
     assert_eq!(up.hits(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_cannot_lock_out_the_cap() {
+    let (up, gw) = setup("max_connections = 2\nheader_read_timeout_ms = 300").await;
+    let a = gw.local_addr();
+    // Two connections that never say anything (or only half the HTTP/2 preface).
+    let mut silent = TcpStream::connect(a).await.unwrap();
+    let mut half_preface = TcpStream::connect(a).await.unwrap();
+    half_preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    // Both are cut at the header-read timeout...
+    let (_, closed) = read_until_close(&mut silent, Duration::from_secs(5)).await;
+    assert!(closed, "a connection that sent nothing stayed open");
+    let (_, closed) = read_until_close(&mut half_preface, Duration::from_secs(5)).await;
+    assert!(closed, "a stalled HTTP/2 preface stayed open");
+    // ...so the slots are free again.
+    let r = http1(a, get("/api/v1/worlds")).await;
+    assert_eq!(r.status, http::StatusCode::OK);
+    assert_eq!(up.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connection_is_closed() {
+    let (_up, gw) = setup("header_read_timeout_ms = 5000\nidle_timeout_ms = 300").await;
+    let a = gw.local_addr();
+    // A real HTTP/2 client makes one request, then keeps the connection idle.
+    let stream = TcpStream::connect(a).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get("http://x/api/v1/worlds")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(tx.send_request(req).await.unwrap().status(), http::StatusCode::OK);
+    // The gateway sends GOAWAY and closes: the client's connection task ends.
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection stayed open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_websocket_upgrades_are_tunnelled() {
+    let (up, gw) = setup("").await;
+    // An h2c upgrade would tunnel raw bytes past routing: it is dropped and
+    // the request is served as plain HTTP/1.1.
+    let (text, _) = raw(
+        gw.local_addr(),
+        b"GET /api/v1/worlds HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\nGET /admin/secret HTTP/1.1\r\nHost: internal\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // The pipelined second request is parsed and routed like any other: 404.
+    assert!(text.contains("HTTP/1.1 404"), "{text}");
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(!seen[0].headers.contains_key("upgrade"));
+    assert!(!seen[0].headers.contains_key("http2-settings"));
+    assert!(!seen[0].headers.contains_key("connection"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_client_body_is_408_not_an_upstream_timeout() {
+    let (up, gw) = setup("client_body_timeout_ms = 300").await;
+    let mut s = TcpStream::connect(gw.local_addr()).await.unwrap();
+    s.write_all(b"POST /api/v1/worlds HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab").await.unwrap();
+    // ...and then nothing more.
+    let (text, _) = read_until_close(&mut s, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"error\":\"request body timed out\""), "{text}");
+    assert_eq!(up.hits(), 1, "the head was already streaming upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_starts_after_the_client_body() {
+    let up = Upstream::start("world").await;
+    let cfg = format!(
+        "{}\n[[routes]]\nmethod = \"POST\"\npath = \"/api/v1/worlds\"\nservice = \"world-service\"\ntimeout_ms = 400\n",
+        service_toml("world-service", &[up.addr], "")
+    );
+    let gw = gateway(&cfg).await;
+    let mut s = TcpStream::connect(gw.local_addr()).await.unwrap();
+    s.write_all(b"POST /api/v1/worlds HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\n").await.unwrap();
+    // The client is slow on purpose (4 × 200 ms > the 400 ms route timeout);
+    // the upstream answers at once when the body is complete.
+    for b in [b"a", b"b", b"c", b"d"] {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.write_all(b).await.unwrap();
+    }
+    let (text, _) = read_until_close(&mut s, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"body\":\"abcd\""), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_host_and_transfer_codings_are_refused() {
+    let (up, gw) = setup("").await;
+    let cases: [(&[u8], &str); 6] = [
+        (b"GET /api/v1/worlds HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n", "HTTP/1.1 400"),
+        (b"GET /api/v1/worlds HTTP/1.1\r\nHost: user:pw@evil.example\r\n\r\n", "HTTP/1.1 400"),
+        (b"GET /api/v1/worlds HTTP/1.1\r\nHost: x:99999\r\n\r\n", "HTTP/1.1 400"),
+        (b"GET /api/v1/worlds HTTP/1.1\r\nHost: \r\n\r\n", "HTTP/1.1 400"),
+        (b"GET /nope HTTP/1.1\r\n\r\n", "HTTP/1.1 400"),
+        (
+            b"POST /api/v1/worlds HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            "HTTP/1.1 501",
+        ),
+    ];
+    for (bytes, want) in cases {
+        let (text, _) = raw(gw.local_addr(), bytes, Duration::from_millis(500)).await;
+        assert!(text.starts_with(want), "{:?}: {text}", String::from_utf8_lossy(bytes));
+        assert!(text.contains("\"request_id\""), "{text}");
+    }
+    assert_eq!(up.hits(), 0);
+}

@@ -70,6 +70,14 @@ pub struct ServerFile {
     pub worker_threads: Option<Spanned<usize>>,
     /// Concurrent streams per HTTP/2 client connection. Default 256.
     pub http2_max_concurrent_streams: u32,
+    /// A connection with no request in flight is closed after this long. Default 60000.
+    pub idle_timeout_ms: Spanned<u64>,
+    /// An upgraded (WebSocket) tunnel with no bytes either way is closed after this long. Default 300000.
+    pub tunnel_idle_timeout_ms: Spanned<u64>,
+    /// Longest pause between two pieces of a request body before the client gets 408. Default 30000.
+    pub client_body_timeout_ms: Spanned<u64>,
+    /// Accept `%2F` and `%5C` (encoded `/` and `\\`) in request paths. Default false: 400.
+    pub allow_encoded_slashes: bool,
 }
 
 impl Default for ServerFile {
@@ -84,6 +92,10 @@ impl Default for ServerFile {
             shutdown_drain_seconds: 30,
             worker_threads: None,
             http2_max_concurrent_streams: 256,
+            idle_timeout_ms: Spanned::new(0..0, 60_000),
+            tunnel_idle_timeout_ms: Spanned::new(0..0, 300_000),
+            client_body_timeout_ms: Spanned::new(0..0, 30_000),
+            allow_encoded_slashes: false,
         }
     }
 }

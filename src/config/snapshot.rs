@@ -19,6 +19,10 @@ pub struct Snapshot {
     pub trusted_proxies: TrustedProxies,
     /// Default request body cap in bytes.
     pub max_request_body_bytes: u64,
+    /// Longest pause between two pieces of a request body.
+    pub client_body_timeout: Duration,
+    /// Path normalisation rules.
+    pub path_options: crate::router::PathOptions,
 }
 
 impl Default for Snapshot {
@@ -28,6 +32,8 @@ impl Default for Snapshot {
             dispatcher: Dispatcher::default(),
             trusted_proxies: TrustedProxies::default(),
             max_request_body_bytes: 16 * 1024 * 1024,
+            client_body_timeout: Duration::from_secs(30),
+            path_options: crate::router::PathOptions::default(),
         }
     }
 }
@@ -49,6 +55,10 @@ pub struct ServerSettings {
     pub worker_threads: Option<usize>,
     /// Concurrent streams per HTTP/2 connection.
     pub http2_max_concurrent_streams: u32,
+    /// A connection with no request in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// An upgraded tunnel with no traffic either way is closed after this long.
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl ServerSettings {
@@ -62,6 +72,8 @@ impl ServerSettings {
             shutdown_drain: Duration::from_secs(30),
             worker_threads: None,
             http2_max_concurrent_streams: 256,
+            idle_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(300),
         }
     }
 }

@@ -216,6 +216,10 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
             dispatcher,
             trusted_proxies: TrustedProxies::new(trusted),
             max_request_body_bytes: raw.server.max_request_body_bytes,
+            client_body_timeout: Duration::from_millis(*raw.server.client_body_timeout_ms.get_ref()),
+            path_options: crate::router::PathOptions {
+                allow_encoded_slashes: raw.server.allow_encoded_slashes,
+            },
         },
         warnings,
     })
@@ -260,6 +264,15 @@ fn build_server(cx: &Ctx<'_>, raw: &FileConfig) -> Result<ServerSettings, Config
             "must be at least 8192 (hyper's smallest read buffer)",
         ));
     }
+    for (name, v) in [
+        ("server.idle_timeout_ms", &s.idle_timeout_ms),
+        ("server.tunnel_idle_timeout_ms", &s.tunnel_idle_timeout_ms),
+        ("server.client_body_timeout_ms", &s.client_body_timeout_ms),
+    ] {
+        if *v.get_ref() == 0 {
+            return Err(cx.spanned(v, name, "must be at least 1"));
+        }
+    }
     if let Some(w) = &s.worker_threads
         && *w.get_ref() == 0
     {
@@ -273,6 +286,8 @@ fn build_server(cx: &Ctx<'_>, raw: &FileConfig) -> Result<ServerSettings, Config
         shutdown_drain: Duration::from_secs(s.shutdown_drain_seconds),
         worker_threads: s.worker_threads.as_ref().map(|w| *w.get_ref()),
         http2_max_concurrent_streams: s.http2_max_concurrent_streams,
+        idle_timeout: Duration::from_millis(*s.idle_timeout_ms.get_ref()),
+        tunnel_idle_timeout: Duration::from_millis(*s.tunnel_idle_timeout_ms.get_ref()),
     })
 }
 

@@ -20,8 +20,10 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Headers that describe one connection, never forwarded (plus any named in `Connection`).
-fn fixed_hop_by_hop() -> [&'static HeaderName; 9] {
+/// Headers that describe one connection, never forwarded (plus any named in
+/// `Connection`). `Trailer` is end-to-end (RFC 9110 §6.6.2) and is kept, so
+/// request and response trailers pass through.
+fn fixed_hop_by_hop() -> [&'static HeaderName; 8] {
     [
         &header::CONNECTION,
         &KEEP_ALIVE,
@@ -29,15 +31,81 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 9] {
         &header::PROXY_AUTHENTICATE,
         &header::PROXY_AUTHORIZATION,
         &header::TE,
-        &header::TRAILER,
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
     ]
 }
 
-/// True when the request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
-pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
+/// Headers through which a client could claim another address, scheme,
+/// host, path or method than the one the gateway saw and routed. Always
+/// removed: the method and path overrides (a route allowing POST must not
+/// become a DELETE upstream) and, unless the peer is a trusted proxy, the
+/// address/proto/prefix family that `X-Forwarded-*` handling does not rewrite.
+static OVERRIDES: [HeaderName; 5] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+];
+static CLIENT_CLAIMS: [HeaderName; 9] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("fastly-client-ip"),
+];
+
+/// Remove client claims the gateway does not vouch for (see [`OVERRIDES`]).
+pub fn strip_spoofable(headers: &mut HeaderMap, peer_trusted: bool) {
+    let spoofable = |name: &HeaderName| OVERRIDES.contains(name) || (!peer_trusted && CLIENT_CLAIMS.contains(name));
+    // One pass over the names; removal (rare) only for what was found.
+    if !headers.keys().any(spoofable) {
+        return;
+    }
+    let found: Vec<HeaderName> = headers.keys().filter(|n| spoofable(n)).cloned().collect();
+    for name in found {
+        headers.remove(name);
+    }
+}
+
+/// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 upstreams need
+/// one, joined with `"; "` (RFC 9113 §8.2.3).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut all = headers.get_all(header::COOKIE).iter();
+    if all.next().is_none() || all.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// True for a WebSocket handshake (RFC 6455 §4.1): `GET` with
+/// `Upgrade: websocket` and `Connection: upgrade`.
+///
+/// Only WebSocket is tunnelled. Any other `Upgrade` (h2c, custom protocols)
+/// is dropped as a hop-by-hop header and the request goes through as plain
+/// HTTP: a tunnel to another protocol would bypass routing and header hygiene.
+pub fn is_websocket_upgrade(method: &http::Method, headers: &HeaderMap) -> bool {
+    let mut upgrades = headers.get_all(header::UPGRADE).iter();
+    let websocket = match (upgrades.next(), upgrades.next()) {
+        (Some(v), None) => v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"),
+        _ => false,
+    };
+    *method == http::Method::GET
+        && websocket
         && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
@@ -84,10 +152,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             continue;
         }
         if name == header::TE {
-            // "TE: trailers" is end-to-end meaningful (gRPC needs it).
+            // "TE: trailers" is end-to-end meaningful (gRPC needs it), and the
+            // only TE HTTP/2 allows: keep it only when every value is exactly that.
             let trailers_only = headers
-                .get(header::TE)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+                .get_all(header::TE)
+                .iter()
+                .all(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"trailers"));
             if trailers_only {
                 continue;
             }
@@ -174,7 +244,11 @@ mod tests {
         h.insert("connection", "Upgrade".parse().unwrap());
         h.insert("upgrade", "websocket".parse().unwrap());
         h.insert("te", "trailers".parse().unwrap());
-        assert!(is_upgrade_request(&h));
+        assert!(is_websocket_upgrade(&http::Method::GET, &h));
+        assert!(!is_websocket_upgrade(&http::Method::POST, &h));
+        let mut h2c = h.clone();
+        h2c.insert("upgrade", "h2c".parse().unwrap());
+        assert!(!is_websocket_upgrade(&http::Method::GET, &h2c));
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");

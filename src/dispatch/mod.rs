@@ -8,6 +8,7 @@
 pub mod forwarded;
 pub mod headers;
 pub(crate) mod pipeline;
+pub mod tunnel;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,11 +75,27 @@ impl Dispatcher {
             .services
             .get(&ctx.route.route.target)
             .ok_or(Error::NoEndpoint)?;
-        let upgrade = headers::is_upgrade_request(request.headers());
+        let mut request = request;
+        let mut upgrade = headers::is_websocket_upgrade(request.method(), request.headers());
         if upgrade && service.protocol == UpstreamProtocol::H2c {
-            return Err(Error::UpstreamProtocol);
+            // HTTP/2 upstreams cannot take an HTTP/1.1 upgrade: send it as a
+            // plain request and let the service answer it.
+            headers::strip_hop_by_hop(request.headers_mut(), false);
+            upgrade = false;
         }
+        // The route timeout is the upstream's time to answer; it starts once
+        // the client has sent its whole body (as Envoy's does), so a slow
+        // client is never blamed on the upstream. Pauses in the body are
+        // bounded by the client body timeout instead (408).
+        let body_done = request.body_mut().take_completion();
         let attempt = send_with_retry(service, request, upgrade);
+        tokio::pin!(attempt);
+        if let Some(done) = body_done {
+            tokio::select! {
+                r = &mut attempt => return r,
+                _ = done => {}
+            }
+        }
         match tokio::time::timeout(ctx.route.policy.timeout, attempt).await {
             Ok(result) => result,
             Err(_) => Err(Error::UpstreamTimeout),
@@ -185,6 +202,7 @@ fn classify(e: &hyper::Error, endpoint: &Endpoint) -> Error {
             return match b {
                 BodyError::TooLarge { .. } => Error::PayloadTooLarge,
                 BodyError::Client(_) => Error::ClientAborted,
+                BodyError::TimedOut => Error::ClientBodyTimeout,
             };
         }
         source = s.source();

@@ -27,7 +27,7 @@ use super::headers::{
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::Snapshot;
 use crate::error::{Blame, Error, error_response};
-use crate::router::{Lookup, normalize_path};
+use crate::router::{Lookup, normalize_path_with};
 
 /// What the pipeline knows about the client connection, computed once per connection.
 #[derive(Debug, Clone)]
@@ -37,15 +37,18 @@ pub(crate) struct ConnInfo {
     /// The peer's IP (canonical) as a header value, reused by every request.
     pub peer_ip: IpAddr,
     peer_ip_header: HeaderValue,
+    /// The connection's `max_connections` slot; tunnels hold it too.
+    slot: Arc<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl ConnInfo {
-    pub(crate) fn new(peer: SocketAddr) -> Self {
+    pub(crate) fn new(peer: SocketAddr, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
         let peer_ip = super::forwarded::canonical(peer.ip());
         ConnInfo {
             peer,
             peer_ip,
             peer_ip_header: ip_header(peer_ip),
+            slot: Arc::new(slot),
         }
     }
 }
@@ -57,6 +60,8 @@ pub(crate) struct Shared {
     pub tunnels: TaskTracker,
     /// Cancelled when the drain deadline passes: tunnels still open are cut.
     pub hard_stop: tokio_util::sync::CancellationToken,
+    /// A tunnel with no bytes either way for this long is closed.
+    pub tunnel_idle_timeout: std::time::Duration,
 }
 
 /// Handle one request end to end; never fails: errors become JSON responses.
@@ -101,13 +106,17 @@ async fn proxy(
     request_id: &HeaderValue,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Error> {
+    // Framing and authority first: a request we would refuse anyway gets no
+    // routing answer that could tell an attacker about the route table.
+    let original_host = request_authority(&req)?;
+    check_transfer_coding(req.headers())?;
     if req.method() == Method::OPTIONS && req.uri().path() == "*" {
         return Ok(options_response(None));
     }
     // Normalise first: the router and the upstream must see the same path.
     // (A cheap clone of shared bytes, so the path can outlive the request's parts.)
     let uri = req.uri().clone();
-    let path = normalize_path(uri.path())?;
+    let path = normalize_path_with(uri.path(), snap.path_options)?;
     let m = match snap.router.lookup(req.method(), &path)? {
         Lookup::Options(allow) => return Ok(options_response(Some(allow))),
         Lookup::Route(m) => m,
@@ -121,19 +130,10 @@ async fn proxy(
     if content_length(req.headers()).is_some_and(|len| len > limit) {
         return Err(Error::PayloadTooLarge);
     }
-    if req.version() == Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
-        return Err(Error::BadRequest("HTTP/1.1 request without Host"));
-    }
 
-    let upgrade = req.version() == Version::HTTP_11 && h::is_upgrade_request(req.headers());
+    let upgrade = req.version() == Version::HTTP_11 && h::is_websocket_upgrade(req.method(), req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let version = req.version();
-    // The target's authority wins over Host: HTTP/2's :authority, and an
-    // HTTP/1.1 absolute-form target, where RFC 9112 §3.2.2 says Host is ignored.
-    let original_host = match req.uri().authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => req.headers().get(header::HOST).cloned(),
-    };
     let (mut parts, body) = req.into_parts();
 
     // Upstream URI: origin-form, with the route's prefix rewrite.
@@ -155,6 +155,10 @@ async fn proxy(
 
     let hdrs = &mut parts.headers;
     h::strip_hop_by_hop(hdrs, upgrade);
+    h::strip_spoofable(hdrs, snap.trusted_proxies.contains(conn.peer_ip));
+    if version == Version::HTTP_2 {
+        h::join_cookies(hdrs);
+    }
     // hyper answers 100-continue itself when we start reading the body.
     hdrs.remove(header::EXPECT);
     if let Some(host) = &original_host {
@@ -175,7 +179,7 @@ async fn proxy(
         token: None,
         client_region: String::new(),
     };
-    let upstream_req = Request::from_parts(parts, RequestBody::streaming(body, limit));
+    let upstream_req = Request::from_parts(parts, RequestBody::streaming(body, limit, snap.client_body_timeout));
     let mut resp = snap.dispatcher.dispatch(ctx, upstream_req).await?;
 
     if let Some(on_client) = client_upgrade
@@ -183,12 +187,14 @@ async fn proxy(
     {
         let on_upstream = hyper::upgrade::on(&mut resp);
         let stop = shared.hard_stop.clone();
+        let idle = shared.tunnel_idle_timeout;
+        // The tunnel keeps the connection's slot until it closes.
+        let slot = Arc::clone(&conn.slot);
         shared.tunnels.spawn(async move {
+            let _slot = slot;
             let tunnel = async move {
                 let (client, upstream) = tokio::try_join!(on_client, on_upstream)?;
-                let mut client = TokioIo::new(client);
-                let mut upstream = TokioIo::new(upstream);
-                tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+                super::tunnel::run(TokioIo::new(client), TokioIo::new(upstream), idle).await?;
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
             };
             tokio::select! {
@@ -245,6 +251,67 @@ fn forwarding_headers(
 
 fn ip_header(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value")
+}
+
+/// The request's authority, validated (RFC 9112 §3.2, RFC 9113 §8.3.1):
+/// at most one `Host`, a well-formed `host[:port]` without userinfo; the
+/// target's authority (HTTP/2 `:authority`, HTTP/1.1 absolute-form) wins over
+/// `Host`, and on HTTP/2 the two must agree.
+fn request_authority(req: &Request<Incoming>) -> Result<Option<HeaderValue>, Error> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Error::BadRequest("more than one Host header"));
+    }
+    if let Some(h) = host {
+        valid_authority(h.as_bytes())?;
+    }
+    match req.uri().authority() {
+        Some(a) => {
+            valid_authority(a.as_str().as_bytes())?;
+            if req.version() == Version::HTTP_2
+                && host.is_some_and(|h| !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()))
+            {
+                return Err(Error::BadRequest("Host and :authority differ"));
+            }
+            Ok(HeaderValue::from_str(a.as_str()).ok())
+        }
+        None => match host {
+            Some(h) => Ok(Some(h.clone())),
+            None if req.version() == Version::HTTP_11 => Err(Error::BadRequest("HTTP/1.1 request without Host")),
+            None => Ok(None),
+        },
+    }
+}
+
+fn valid_authority(value: &[u8]) -> Result<(), Error> {
+    let bad = Error::BadRequest("invalid Host header");
+    let a = http::uri::Authority::try_from(value).map_err(|_| Error::BadRequest("invalid Host header"))?;
+    let s = a.as_str();
+    // A port, if any, follows the last ':' outside an IPv6 literal's brackets.
+    let port = match s.rsplit_once(':') {
+        Some((_, p)) if !p.contains(']') => Some(p),
+        _ => None,
+    };
+    if s.is_empty() || s.contains('@') || port.is_some_and(|p| !p.is_empty() && p.parse::<u16>().is_err()) {
+        return Err(bad);
+    }
+    Ok(())
+}
+
+/// Only `chunked` alone is accepted: any other coding would reach the
+/// upstream unannounced once we re-frame the body (RFC 9112 §6.1: 501).
+fn check_transfer_coding(headers: &http::HeaderMap) -> Result<(), Error> {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii);
+    match codings.next() {
+        None => Ok(()),
+        Some(c) if c.eq_ignore_ascii_case(b"chunked") && codings.next().is_none() => Ok(()),
+        Some(_) => Err(Error::NotImplemented("transfer-coding other than chunked")),
+    }
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

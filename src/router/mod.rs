@@ -21,7 +21,7 @@
 
 mod path;
 
-pub use path::{PathError, normalize_path};
+pub use path::{PathError, PathOptions, normalize_path, normalize_path_with};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -521,7 +521,10 @@ mod tests {
     #[test]
     fn encoded_slash_stays_inside_one_segment() {
         let r = router();
-        let p = normalize_path("/api/v1/worlds/1%2Fadmin").unwrap();
+        let allow = PathOptions {
+            allow_encoded_slashes: true,
+        };
+        let p = normalize_path_with("/api/v1/worlds/1%2Fadmin", allow).unwrap();
         let Lookup::Route(m) = r.lookup(&http::Method::GET, &p).unwrap() else {
             panic!()
         };

@@ -7,7 +7,11 @@
 //!   literal inside one segment and never becomes a separator;
 //! - `.` segments are removed and `..` segments resolved (RFC 3986 §5.2.4);
 //!   a `..` that would climb above the root is rejected;
-//! - empty segments (`//`) are merged, as nginx's `merge_slashes` does.
+//! - empty segments (`//`) are merged, as nginx's `merge_slashes` does;
+//! - inputs that upstream stacks read in different ways are refused: a raw
+//!   `\`, a `.`/`..` segment carrying `;` parameters (Tomcat's `..;/`), and —
+//!   unless [`PathOptions::allow_encoded_slashes`] — `%2F`/`%5C`, which some
+//!   upstreams decode into separators after routing.
 
 use std::borrow::Cow;
 
@@ -23,6 +27,24 @@ pub enum PathError {
     /// A `..` segment would climb above the root.
     #[error("path escapes the root")]
     AboveRoot,
+    /// A raw backslash, which some upstreams treat as a separator.
+    #[error("backslash in path")]
+    Backslash,
+    /// `%2F` or `%5C` while encoded slashes are not allowed.
+    #[error("encoded slash in path")]
+    EncodedSlash,
+    /// A `.` or `..` segment with `;` parameters (`..;/`), resolved differently upstream.
+    #[error("dot segment with parameters")]
+    DotSegmentWithParameters,
+}
+
+/// Path normalisation rules that are the operator's choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathOptions {
+    /// Accept `%2F` and `%5C` (kept encoded, as data inside one segment).
+    /// Off by default: upstreams that decode them after routing would see
+    /// a different path than the one that was routed.
+    pub allow_encoded_slashes: bool,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -38,18 +60,19 @@ fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
-/// True when the path needs the slow path: an escape, `//`, or a dot segment.
+/// True when the path needs the slow path: an escape, `//`, a backslash, or
+/// a dot segment (possibly with `;` parameters).
 fn needs_work(path: &[u8]) -> bool {
     let mut prev = 0u8;
     for (i, &b) in path.iter().enumerate() {
         match b {
-            b'%' => return true,
+            b'%' | b'\\' => return true,
             b'/' if prev == b'/' => return true,
             b'.' if prev == b'/' => {
-                // "/." followed by end, "/" or ".": a dot segment.
+                // "/." followed by end, "/", ";" or ".": a dot segment.
                 match path.get(i + 1) {
-                    None | Some(b'/') => return true,
-                    Some(b'.') if matches!(path.get(i + 2), None | Some(b'/')) => return true,
+                    None | Some(b'/' | b';') => return true,
+                    Some(b'.') if matches!(path.get(i + 2), None | Some(b'/' | b';')) => return true,
                     _ => {}
                 }
             }
@@ -72,10 +95,19 @@ fn needs_work(path: &[u8]) -> bool {
 /// use aether_gateway::router::normalize_path;
 /// assert_eq!(normalize_path("/api/v1/worlds/1").unwrap(), "/api/v1/worlds/1");
 /// assert_eq!(normalize_path("/api//v1/./worlds/x/../1").unwrap(), "/api/v1/worlds/1");
-/// assert_eq!(normalize_path("/api/%7Eu%2fv").unwrap(), "/api/~u%2Fv");
+/// assert_eq!(normalize_path("/api/%7Eu%3av").unwrap(), "/api/~u%3Av");
+/// assert!(normalize_path("/api/a%2fb").is_err()); // unless encoded slashes are allowed
 /// assert!(normalize_path("/../etc").is_err());
 /// ```
 pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
+    normalize_path_with(path, PathOptions::default())
+}
+
+/// [`normalize_path`] with explicit options.
+///
+/// # Errors
+/// As [`normalize_path`].
+pub fn normalize_path_with(path: &str, options: PathOptions) -> Result<Cow<'_, str>, PathError> {
     let bytes = path.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
@@ -96,6 +128,9 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
                 return Err(PathError::BadPercentEncoding);
             };
             let v = hi << 4 | lo;
+            if matches!(v, b'/' | b'\\') && !options.allow_encoded_slashes {
+                return Err(PathError::EncodedSlash);
+            }
             if is_unreserved(v) {
                 decoded.push(v);
             } else {
@@ -103,6 +138,8 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
                 decoded.extend_from_slice(&[b'%', HEX[(v >> 4) as usize], HEX[(v & 15) as usize]]);
             }
             i += 3;
+        } else if b == b'\\' {
+            return Err(PathError::Backslash);
         } else {
             decoded.push(b);
             i += 1;
@@ -121,6 +158,9 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
                 if segments.pop().is_none() {
                     return Err(PathError::AboveRoot);
                 }
+            }
+            s if s.starts_with(b".;") || s.starts_with(b"..;") => {
+                return Err(PathError::DotSegmentWithParameters);
             }
             s => segments.push(s),
         }
@@ -156,8 +196,14 @@ mod tests {
             ("/..", Err(PathError::AboveRoot)),
             ("/%2e%2e/x", Err(PathError::AboveRoot)),
             ("/a/%2E%2e/b", Ok("/b")),
-            ("/a%2fb", Ok("/a%2Fb")),
-            ("/a%2Fb", Ok("/a%2Fb")),
+            ("/a%2fb", Err(PathError::EncodedSlash)),
+            ("/a%5Cb", Err(PathError::EncodedSlash)),
+            ("/a\\b", Err(PathError::Backslash)),
+            ("/a/..;/b", Err(PathError::DotSegmentWithParameters)),
+            ("/a/.;x/b", Err(PathError::DotSegmentWithParameters)),
+            ("/a/%2e%2e;/b", Err(PathError::DotSegmentWithParameters)),
+            ("/a/b;v=1/c", Ok("/a/b;v=1/c")),
+            ("/a/..b;x", Ok("/a/..b;x")),
             ("/%41%7e%5f", Ok("/A~_")),
             ("/%00", Ok("/%00")),
             ("/%zz", Err(PathError::BadPercentEncoding)),
@@ -180,6 +226,16 @@ mod tests {
     }
 
     #[test]
+    fn encoded_slashes_when_allowed() {
+        let allow = PathOptions {
+            allow_encoded_slashes: true,
+        };
+        assert_eq!(normalize_path_with("/a%2fb", allow).unwrap(), "/a%2Fb");
+        assert_eq!(normalize_path_with("/a%5cb/%2e", allow).unwrap(), "/a%5Cb/");
+        assert_eq!(normalize_path_with("/a\\b", allow), Err(PathError::Backslash));
+    }
+
+    #[test]
     fn common_paths_are_borrowed() {
         assert!(matches!(
             normalize_path("/api/v1/worlds/42").unwrap(),
@@ -193,9 +249,12 @@ mod tests {
 
     #[test]
     fn idempotent_on_samples() {
+        let allow = PathOptions {
+            allow_encoded_slashes: true,
+        };
         for p in ["/a//b/../c/./d%2f%7e", "/x/%2e/y/", "/%2F%2f//"] {
-            let once = normalize_path(p).unwrap().into_owned();
-            let twice = normalize_path(&once).unwrap().into_owned();
+            let once = normalize_path_with(p, allow).unwrap().into_owned();
+            let twice = normalize_path_with(&once, allow).unwrap().into_owned();
             assert_eq!(once, twice, "{p}");
         }
     }
@@ -232,8 +291,9 @@ mod tests {
             }
 
             #[test]
-            fn output_is_normal_and_idempotent(p in path_like()) {
-                if let Ok(out) = normalize_path(&p) {
+            fn output_is_normal_and_idempotent(p in path_like(), allow in any::<bool>()) {
+                let options = PathOptions { allow_encoded_slashes: allow };
+                if let Ok(out) = normalize_path_with(&p, options) {
                     let out = out.into_owned();
                     prop_assert!(out.starts_with('/'));
                     prop_assert!(!out.contains("//"), "{out}");
@@ -250,14 +310,18 @@ mod tests {
                             prop_assert!(!is_unreserved(v), "unreserved byte left encoded in {out}");
                         }
                     }
-                    prop_assert_eq!(normalize_path(&out).unwrap().into_owned(), out.clone());
+                    if !allow {
+                        prop_assert!(!out.contains("%2F") && !out.contains("%5C"), "{out}");
+                    }
+                    prop_assert_eq!(normalize_path_with(&out, options).unwrap().into_owned(), out.clone());
                     prop_assert!(out.len() <= p.len() + 1);
                 }
             }
 
             #[test]
             fn encoded_slash_never_becomes_a_separator(a in "[a-z]{1,8}", b in "[a-z]{1,8}") {
-                let out = normalize_path(&format!("/{a}%2F{b}")).unwrap().into_owned();
+                let allow = PathOptions { allow_encoded_slashes: true };
+                let out = normalize_path_with(&format!("/{a}%2F{b}"), allow).unwrap().into_owned();
                 prop_assert_eq!(out.matches('/').count(), 1);
             }
         }

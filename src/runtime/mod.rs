@@ -26,6 +26,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::body::ResponseBody;
 use crate::config::{GatewayConfig, ServerSettings, Snapshot};
 use crate::dispatch::Dispatcher;
 use crate::dispatch::pipeline::{self, ConnInfo, Shared};
@@ -198,8 +201,10 @@ async fn serve(
         snapshot: arc_swap::ArcSwap::from_pointee(snapshot),
         tunnels: TaskTracker::new(),
         hard_stop: hard_stop.clone(),
+        tunnel_idle_timeout: settings.tunnel_idle_timeout,
     });
     let builder = Arc::new(http_builder(&settings));
+    let settings = Arc::new(settings);
     let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections));
 
@@ -231,6 +236,7 @@ async fn serve(
             permit,
             Arc::clone(&shared),
             Arc::clone(&builder),
+            Arc::clone(&settings),
             shutdown.clone(),
             hard_stop.clone(),
         ));
@@ -265,29 +271,159 @@ async fn serve_connection(
     permit: OwnedSemaphorePermit,
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    settings: Arc<ServerSettings>,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
 ) {
-    // One Arc per connection: each request clones a single pointer.
-    let ctx = Arc::new((shared, ConnInfo::new(peer)));
-    let service = service_fn(move |req| {
-        let ctx = Arc::clone(&ctx);
-        async move { Ok::<_, Infallible>(pipeline::handle(&ctx.0, &ctx.1, req).await) }
+    // One Arc per connection: each request clones a single pointer. The
+    // connection slot lives in it, so a WebSocket tunnel that outlives the
+    // HTTP connection keeps counting against `max_connections`.
+    let ctx = Arc::new(ConnCtx {
+        shared,
+        info: ConnInfo::new(peer, permit),
+        activity: Activity::new(),
     });
+    let service = {
+        let ctx = Arc::clone(&ctx);
+        service_fn(move |req| {
+            let ctx = Arc::clone(&ctx);
+            async move {
+                ctx.activity.begin();
+                let resp = pipeline::handle(&ctx.shared, &ctx.info, req).await;
+                Ok::<_, Infallible>(resp.map(|body| Tracked { body, ctx }))
+            }
+        })
+    };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                r = conn.as_mut() => r,
-                _ = hard_stop.cancelled() => Ok(()),
+
+    // Idle watchdog: before the first request the limit is the header-read
+    // timeout (a client that connects and says nothing, or stalls in the
+    // HTTP/2 preface, is cut like a slowloris); afterwards `idle_timeout`.
+    // Requests only touch two atomics; the timer is per connection.
+    let mut closing = false;
+    let mut give_up_at: Option<tokio::time::Instant> = None;
+    let result = loop {
+        let limit = if ctx.activity.requests() == 0 {
+            settings.header_read_timeout
+        } else {
+            settings.idle_timeout
+        };
+        let wake = give_up_at.unwrap_or_else(|| ctx.activity.idle_deadline(limit));
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = hard_stop.cancelled() => break Ok(()),
+            _ = shutdown.cancelled(), if !closing => {
+                // Bounded by the drain deadline (hard_stop), not by the watchdog.
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tokio::time::sleep_until(wake), if !closing || give_up_at.is_some() => {
+                if give_up_at.is_some() {
+                    // The peer ignored the close: drop the connection.
+                    break Ok(());
+                }
+                if ctx.activity.is_idle_for(limit) {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    give_up_at = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                }
             }
         }
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
-    drop(permit);
+}
+
+/// How long a connection closed for idleness may take to go away.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Per-connection state shared by the connection task and its requests.
+struct ConnCtx {
+    shared: Arc<Shared>,
+    info: ConnInfo,
+    activity: Activity,
+}
+
+/// Requests in flight and when the connection last became idle.
+struct Activity {
+    born: tokio::time::Instant,
+    in_flight: AtomicUsize,
+    requests: AtomicUsize,
+    /// Milliseconds after `born` when the last request finished.
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            born: tokio::time::Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn end(&self) {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.idle_since_ms.store(ms, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Release);
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn idle_deadline(&self, limit: std::time::Duration) -> tokio::time::Instant {
+        let since = std::time::Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed));
+        let at = self.born + since + limit;
+        // While requests run, look again after one more period.
+        at.max(tokio::time::Instant::now() + std::time::Duration::from_millis(10))
+    }
+
+    fn is_idle_for(&self, limit: std::time::Duration) -> bool {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return false;
+        }
+        let since = std::time::Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed));
+        self.born.elapsed() >= since + limit
+    }
+}
+
+/// A response body that marks its request finished when it is dropped.
+struct Tracked {
+    body: ResponseBody,
+    ctx: Arc<ConnCtx>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.ctx.activity.end();
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }

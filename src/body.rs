@@ -149,11 +149,11 @@ impl Body for RequestBody {
                 let result = match polled {
                     Poll::Pending => {
                         // Nothing from the client: is the pause too long?
-                        if let Some(s) = this.streaming.as_mut() {
-                            if s.timer.as_mut().poll(cx).is_ready() {
-                                this.finish();
-                                return Poll::Ready(Some(Err(BodyError::TimedOut)));
-                            }
+                        if let Some(s) = this.streaming.as_mut()
+                            && s.timer.as_mut().poll(cx).is_ready()
+                        {
+                            this.finish();
+                            return Poll::Ready(Some(Err(BodyError::TimedOut)));
                         }
                         return Poll::Pending;
                     }
@@ -162,7 +162,9 @@ impl Body for RequestBody {
                             this.seen += data.len() as u64;
                             if this.seen > this.limit {
                                 this.finish();
-                                return Poll::Ready(Some(Err(BodyError::TooLarge { limit: this.limit })));
+                                return Poll::Ready(Some(Err(BodyError::TooLarge {
+                                    limit: this.limit,
+                                })));
                             }
                         }
                         if let Some(s) = this.streaming.as_mut() {

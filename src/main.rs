@@ -49,7 +49,7 @@ fn main() -> ExitCode {
                     eprintln!("warning: {w}");
                 }
                 println!(
-                    "{}: ok ({} routes, listen {})",
+                    "{}: ok ({} routes counting each method, listen {})",
                     path.display(),
                     cfg.snapshot.router.routes().len(),
                     cfg.server.listen
@@ -72,7 +72,13 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        (Some(Command::Demo { listen }), _) => run_demo(listen),
+        (Some(Command::Demo { .. }), Some(_)) => {
+            eprintln!(
+                "error: `demo` runs the built-in config and takes no --config (use `run --config FILE`)"
+            );
+            ExitCode::from(2)
+        }
+        (Some(Command::Demo { listen }), None) => run_demo(listen),
         (None, None) => run_demo(SocketAddr::from(([127, 0, 0, 1], 8080))),
     }
 }
@@ -80,9 +86,11 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

@@ -235,7 +235,10 @@ async fn idle_http2_connection_is_closed() {
     let req = http::Request::get("http://x/api/v1/worlds")
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
-    assert_eq!(tx.send_request(req).await.unwrap().status(), http::StatusCode::OK);
+    assert_eq!(
+        tx.send_request(req).await.unwrap().status(),
+        http::StatusCode::OK
+    );
     // The gateway sends GOAWAY and closes: the client's connection task ends.
     let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
     assert!(ended.is_ok(), "an idle HTTP/2 connection stayed open");
@@ -266,11 +269,16 @@ async fn only_websocket_upgrades_are_tunnelled() {
 async fn slow_client_body_is_408_not_an_upstream_timeout() {
     let (up, gw) = setup("client_body_timeout_ms = 300").await;
     let mut s = TcpStream::connect(gw.local_addr()).await.unwrap();
-    s.write_all(b"POST /api/v1/worlds HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab").await.unwrap();
+    s.write_all(b"POST /api/v1/worlds HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        .await
+        .unwrap();
     // ...and then nothing more.
     let (text, _) = read_until_close(&mut s, Duration::from_secs(5)).await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    assert!(text.contains("\"error\":\"request body timed out\""), "{text}");
+    assert!(
+        text.contains("\"error\":\"request body timed out\""),
+        "{text}"
+    );
     assert_eq!(up.hits(), 1, "the head was already streaming upstream");
 }
 
@@ -311,7 +319,11 @@ async fn invalid_host_and_transfer_codings_are_refused() {
     ];
     for (bytes, want) in cases {
         let (text, _) = raw(gw.local_addr(), bytes, Duration::from_millis(500)).await;
-        assert!(text.starts_with(want), "{:?}: {text}", String::from_utf8_lossy(bytes));
+        assert!(
+            text.starts_with(want),
+            "{:?}: {text}",
+            String::from_utf8_lossy(bytes)
+        );
         assert!(text.contains("\"request_id\""), "{text}");
     }
     assert_eq!(up.hits(), 0);

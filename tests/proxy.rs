@@ -421,13 +421,21 @@ async fn absolute_form_target_authority_wins_over_host() {
 async fn websocket_tunnels_count_against_the_cap_and_close_when_idle() {
     let (_up, gw) = simple("max_connections = 1\ntunnel_idle_timeout_ms = 400", "").await;
     let url = format!("ws://{}/ws/lobby", gw.local_addr());
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket handshake");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket handshake");
     ws.send(Message::text("ping")).await.unwrap();
-    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(echoed, Message::text("ping"));
 
     // The tunnel holds the only slot: a new connection waits in the queue...
-    let mut other = tokio::net::TcpStream::connect(gw.local_addr()).await.unwrap();
+    let mut other = tokio::net::TcpStream::connect(gw.local_addr())
+        .await
+        .unwrap();
     tokio::io::AsyncWriteExt::write_all(
         &mut other,
         b"GET /api/v1/worlds/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -435,7 +443,10 @@ async fn websocket_tunnels_count_against_the_cap_and_close_when_idle() {
     .await
     .unwrap();
     let (text, _) = read_until_close(&mut other, Duration::from_millis(200)).await;
-    assert_eq!(text, "", "a connection was served while a tunnel held the only slot");
+    assert_eq!(
+        text, "",
+        "a connection was served while a tunnel held the only slot"
+    );
 
     // ...until the silent tunnel is closed by the gateway, which frees the slot.
     let closed = tokio::time::timeout(Duration::from_secs(5), async {
@@ -471,11 +482,18 @@ async fn client_claims_and_method_overrides_are_stripped() {
     ];
     let mut headers = claims.to_vec();
     headers.push(("te", "gzip"));
-    let r = http1(gw.local_addr(), req("GET", "/api/v1/worlds/1", &headers, "")).await;
+    let r = http1(
+        gw.local_addr(),
+        req("GET", "/api/v1/worlds/1", &headers, ""),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     let seen = up.last();
     for (name, _) in &claims[..claims.len() - 1] {
-        assert!(!seen.headers.contains_key(*name), "{name} reached the upstream");
+        assert!(
+            !seen.headers.contains_key(*name),
+            "{name} reached the upstream"
+        );
     }
     assert_eq!(seen.headers["x-kept"], "yes");
 }
@@ -483,8 +501,16 @@ async fn client_claims_and_method_overrides_are_stripped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxies_may_pass_forwarding_claims_but_never_method_overrides() {
     let (up, gw) = simple("trusted_proxies = [\"127.0.0.1/32\"]", "").await;
-    let headers = [("forwarded", "for=203.0.113.9"), ("x-forwarded-port", "443"), ("x-http-method-override", "DELETE")];
-    http1(gw.local_addr(), req("GET", "/api/v1/worlds/1", &headers, "")).await;
+    let headers = [
+        ("forwarded", "for=203.0.113.9"),
+        ("x-forwarded-port", "443"),
+        ("x-http-method-override", "DELETE"),
+    ];
+    http1(
+        gw.local_addr(),
+        req("GET", "/api/v1/worlds/1", &headers, ""),
+    )
+    .await;
     let seen = up.last();
     assert_eq!(seen.headers["forwarded"], "for=203.0.113.9");
     assert_eq!(seen.headers["x-forwarded-port"], "443");
@@ -494,7 +520,11 @@ async fn trusted_proxies_may_pass_forwarding_claims_but_never_method_overrides()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_cookies_are_joined_and_authority_must_match_host() {
     let up = Upstream::start_with("h1-only", Proto::Http1Only).await;
-    let cfg = format!("{}{}", service_toml("world-service", &[up.addr], ""), routes("world-service"));
+    let cfg = format!(
+        "{}{}",
+        service_toml("world-service", &[up.addr], ""),
+        routes("world-service")
+    );
     let gw = gateway(&cfg).await;
     let req = http::Request::get("http://play.aether.test/api/v1/worlds/5")
         .header("cookie", "a=1")

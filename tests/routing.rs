@@ -148,13 +148,34 @@ async fn ambiguous_paths_are_refused() {
     // Encoded separators, backslashes and `..;` would be read differently by
     // some upstreams than by the router: refused by default.
     for (path, message) in [
-        ("/api/v1/admin%2Fsecrets", "bad request path: encoded slash in path"),
-        ("/api/v1/worlds/..%2f..%2fadmin", "bad request path: encoded slash in path"),
-        ("/api/v1/assets/..%5cadmin", "bad request path: encoded slash in path"),
-        ("/api/v1/assets/..\\admin", "bad request path: backslash in path"),
-        ("/api/v1/assets/..;/..;/admin", "bad request path: dot segment with parameters"),
-        ("/api/../../etc/passwd", "bad request path: path escapes the root"),
-        ("/api/v1/worlds/%zz", "bad request path: invalid percent-encoding"),
+        (
+            "/api/v1/admin%2Fsecrets",
+            "bad request path: encoded slash in path",
+        ),
+        (
+            "/api/v1/worlds/..%2f..%2fadmin",
+            "bad request path: encoded slash in path",
+        ),
+        (
+            "/api/v1/assets/..%5cadmin",
+            "bad request path: encoded slash in path",
+        ),
+        (
+            "/api/v1/assets/..\\admin",
+            "bad request path: backslash in path",
+        ),
+        (
+            "/api/v1/assets/..;/..;/admin",
+            "bad request path: dot segment with parameters",
+        ),
+        (
+            "/api/../../etc/passwd",
+            "bad request path: path escapes the root",
+        ),
+        (
+            "/api/v1/worlds/%zz",
+            "bad request path: invalid percent-encoding",
+        ),
     ] {
         let r = http1(a, get(path)).await;
         assert_json_error(&r, StatusCode::BAD_REQUEST, message);

@@ -142,8 +142,21 @@ fn toml_error(cx: &Ctx<'_>, e: toml::de::Error, field: String) -> ConfigError {
         line,
         column,
         field,
-        message: e.message().trim().to_owned(),
+        message: friendly(e.message().trim()),
     }
+}
+
+/// serde speaks Rust; operators read TOML.
+fn friendly(message: &str) -> String {
+    let mut m = message.to_owned();
+    for (rust, toml) in [
+        ("expected usize", "expected a non-negative integer"),
+        ("expected u64", "expected a non-negative integer"),
+        ("expected u32", "expected a non-negative integer"),
+    ] {
+        m = m.replace(rust, toml);
+    }
+    m
 }
 
 fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
@@ -177,12 +190,18 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
                 format!("duplicate service name {:?}", svc.name.get_ref()),
             ));
         }
+        if svc.endpoints.is_empty() {
+            warnings.push(format!(
+                "services[{i}] ({}) has no endpoints: its routes will answer 503",
+                svc.name.get_ref()
+            ));
+        }
         dispatcher.add_service(build_service(cx, i, svc)?);
     }
 
     let mut router = Router::new();
     for (i, r) in raw.routes.iter().enumerate() {
-        add_routes(cx, i, r, &known, &mut router)?;
+        add_routes(cx, i, r, &raw.routes, &known, &mut router)?;
         if r.rate_limit.is_some() {
             warnings.push(format!(
                 "routes[{i}].rate_limit is carried but not enforced yet (no [rate_limit] support in this version)"
@@ -216,7 +235,9 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
             dispatcher,
             trusted_proxies: TrustedProxies::new(trusted),
             max_request_body_bytes: raw.server.max_request_body_bytes,
-            client_body_timeout: Duration::from_millis(*raw.server.client_body_timeout_ms.get_ref()),
+            client_body_timeout: Duration::from_millis(
+                *raw.server.client_body_timeout_ms.get_ref(),
+            ),
             path_options: crate::router::PathOptions {
                 allow_encoded_slashes: raw.server.allow_encoded_slashes,
             },
@@ -314,7 +335,7 @@ fn build_service(cx: &Ctx<'_>, i: usize, svc: &ServiceFile) -> Result<Service, C
     for (j, ep) in svc.endpoints.iter().enumerate() {
         let field = format!("services[{i}].endpoints[{j}].address");
         let address: SocketAddr = ep.address.get_ref().parse().map_err(|_| {
-            cx.spanned(&ep.address, field.clone(), format!("{:?} is not an ip:port address (host names need DNS discovery, not yet supported)", ep.address.get_ref()))
+            cx.spanned(&ep.address, field.clone(), format!("{:?} is not an ip:port address (IP literal and a port 1-65535; host names need DNS discovery, not yet supported)", ep.address.get_ref()))
         })?;
         endpoints.push(Arc::new(Endpoint::new(
             address,
@@ -350,6 +371,7 @@ fn add_routes(
     cx: &Ctx<'_>,
     i: usize,
     r: &RouteFile,
+    all_routes: &[RouteFile],
     services: &HashMap<&str, ()>,
     router: &mut Router,
 ) -> Result<(), ConfigError> {
@@ -436,6 +458,11 @@ fn add_routes(
                         ),
                     };
                     cx.spanned(value, field(name), e.to_string())
+                }
+                RouteError::Conflict { ref with, .. } => {
+                    let first = all_routes.iter().position(|o| o.path.get_ref() == with);
+                    let at = first.map_or(String::new(), |j| format!(" (routes[{j}])"));
+                    cx.spanned(&r.path, field("path"), format!("{e}{at}"))
                 }
                 other => cx.spanned(&r.path, field("path"), other.to_string()),
             }
@@ -538,6 +565,10 @@ service = "world-service"
             "[[routes]]\nmethod = \"PUT\"\npath = \"/a/{other}\"\nservice = \"world-service\"\n";
         let e = err(&format!("{SERVICE}{a}{b}"));
         assert_eq!((e.line, e.field.as_str()), (11, "routes[1].path"));
+        assert_eq!(
+            e.message,
+            "path template \"/a/{other}\" conflicts with \"/a/{id}\": a path may match only one template, whatever the method (routes[0])"
+        );
         let e = err(&format!(
             "{SERVICE}[[routes]]\nmethod = \"FETCH\"\npath = \"/a\"\nservice = \"world-service\"\n"
         ));
@@ -556,6 +587,10 @@ service = "world-service"
         let e = err("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n");
         assert_eq!((e.line, e.field.as_str()), (2, "server.trusted_proxies[0]"));
         let e = err("[server]\nmax_connections = \"many\"\n");
+        assert_eq!(
+            e.message,
+            "invalid type: string \"many\", expected a non-negative integer"
+        );
         assert_eq!((e.line, e.field.as_str()), (2, "server.max_connections"));
         let e = err("[server\n");
         assert_eq!(e.line, 1);

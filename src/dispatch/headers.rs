@@ -62,7 +62,9 @@ static CLIENT_CLAIMS: [HeaderName; 9] = [
 
 /// Remove client claims the gateway does not vouch for (see [`OVERRIDES`]).
 pub fn strip_spoofable(headers: &mut HeaderMap, peer_trusted: bool) {
-    let spoofable = |name: &HeaderName| OVERRIDES.contains(name) || (!peer_trusted && CLIENT_CLAIMS.contains(name));
+    let spoofable = |name: &HeaderName| {
+        OVERRIDES.contains(name) || (!peer_trusted && CLIENT_CLAIMS.contains(name))
+    };
     // One pass over the names; removal (rare) only for what was found.
     if !headers.keys().any(spoofable) {
         return;

@@ -131,7 +131,8 @@ async fn proxy(
         return Err(Error::PayloadTooLarge);
     }
 
-    let upgrade = req.version() == Version::HTTP_11 && h::is_websocket_upgrade(req.method(), req.headers());
+    let upgrade =
+        req.version() == Version::HTTP_11 && h::is_websocket_upgrade(req.method(), req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let version = req.version();
     let (mut parts, body) = req.into_parts();
@@ -179,7 +180,10 @@ async fn proxy(
         token: None,
         client_region: String::new(),
     };
-    let upstream_req = Request::from_parts(parts, RequestBody::streaming(body, limit, snap.client_body_timeout));
+    let upstream_req = Request::from_parts(
+        parts,
+        RequestBody::streaming(body, limit, snap.client_body_timeout),
+    );
     let mut resp = snap.dispatcher.dispatch(ctx, upstream_req).await?;
 
     if let Some(on_client) = client_upgrade
@@ -278,7 +282,9 @@ fn request_authority(req: &Request<Incoming>) -> Result<Option<HeaderValue>, Err
         }
         None => match host {
             Some(h) => Ok(Some(h.clone())),
-            None if req.version() == Version::HTTP_11 => Err(Error::BadRequest("HTTP/1.1 request without Host")),
+            None if req.version() == Version::HTTP_11 => {
+                Err(Error::BadRequest("HTTP/1.1 request without Host"))
+            }
             None => Ok(None),
         },
     }
@@ -286,14 +292,18 @@ fn request_authority(req: &Request<Incoming>) -> Result<Option<HeaderValue>, Err
 
 fn valid_authority(value: &[u8]) -> Result<(), Error> {
     let bad = Error::BadRequest("invalid Host header");
-    let a = http::uri::Authority::try_from(value).map_err(|_| Error::BadRequest("invalid Host header"))?;
+    let a = http::uri::Authority::try_from(value)
+        .map_err(|_| Error::BadRequest("invalid Host header"))?;
     let s = a.as_str();
     // A port, if any, follows the last ':' outside an IPv6 literal's brackets.
     let port = match s.rsplit_once(':') {
         Some((_, p)) if !p.contains(']') => Some(p),
         _ => None,
     };
-    if s.is_empty() || s.contains('@') || port.is_some_and(|p| !p.is_empty() && p.parse::<u16>().is_err()) {
+    if s.is_empty()
+        || s.contains('@')
+        || port.is_some_and(|p| !p.is_empty() && p.parse::<u16>().is_err())
+    {
         return Err(bad);
     }
     Ok(())

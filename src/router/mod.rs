@@ -250,7 +250,18 @@ pub enum RouteError {
         /// The template.
         path: String,
     },
-    /// The template is not valid or conflicts with another template.
+    /// The template overlaps another one ambiguously (`/a/{x}` and `/a/{y}`),
+    /// whatever their methods: one path can match only one template.
+    #[error(
+        "path template {path:?} conflicts with {with:?}: a path may match only one template, whatever the method"
+    )]
+    Conflict {
+        /// The template being added.
+        path: String,
+        /// The template already registered.
+        with: String,
+    },
+    /// The template is not valid.
     #[error("invalid path template {path:?}: {reason}")]
     InvalidTemplate {
         /// The template.
@@ -362,12 +373,18 @@ impl Router {
             Some(&i) => i,
             None => {
                 let i = self.paths.len();
-                self.matcher.insert(route.path.clone(), i).map_err(|e| {
-                    RouteError::InvalidTemplate {
-                        path: route.path.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
+                self.matcher
+                    .insert(route.path.clone(), i)
+                    .map_err(|e| match e {
+                        matchit::InsertError::Conflict { with } => RouteError::Conflict {
+                            path: route.path.clone(),
+                            with,
+                        },
+                        other => RouteError::InvalidTemplate {
+                            path: route.path.clone(),
+                            reason: other.to_string(),
+                        },
+                    })?;
                 self.paths.push(PathEntry {
                     by_method: Default::default(),
                     allow: http::HeaderValue::from_static("OPTIONS"),
@@ -548,13 +565,16 @@ mod tests {
                 path: "/api/v1/worlds/{world_id}".into()
             })
         );
-        assert!(matches!(
+        assert_eq!(
             r.try_add_route(
                 route(HttpMethod::Put, "/api/v1/worlds/{other}"),
                 RoutePolicy::default()
             ),
-            Err(RouteError::InvalidTemplate { .. })
-        ));
+            Err(RouteError::Conflict {
+                path: "/api/v1/worlds/{other}".into(),
+                with: "/api/v1/worlds/{world_id}".into()
+            })
+        );
         for bad in ["no-slash", "/a//b", "/a/../b", "/a b", "/a?x", "/a%2F"] {
             assert!(
                 matches!(

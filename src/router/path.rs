@@ -72,7 +72,9 @@ fn needs_work(path: &[u8]) -> bool {
                 // "/." followed by end, "/", ";" or ".": a dot segment.
                 match path.get(i + 1) {
                     None | Some(b'/' | b';') => return true,
-                    Some(b'.') if matches!(path.get(i + 2), None | Some(b'/' | b';')) => return true,
+                    Some(b'.') if matches!(path.get(i + 2), None | Some(b'/' | b';')) => {
+                        return true;
+                    }
                     _ => {}
                 }
             }
@@ -232,7 +234,10 @@ mod tests {
         };
         assert_eq!(normalize_path_with("/a%2fb", allow).unwrap(), "/a%2Fb");
         assert_eq!(normalize_path_with("/a%5cb/%2e", allow).unwrap(), "/a%5Cb/");
-        assert_eq!(normalize_path_with("/a\\b", allow), Err(PathError::Backslash));
+        assert_eq!(
+            normalize_path_with("/a\\b", allow),
+            Err(PathError::Backslash)
+        );
     }
 
     #[test]

@@ -203,8 +203,13 @@ async fn serve(
         hard_stop: hard_stop.clone(),
         tunnel_idle_timeout: settings.tunnel_idle_timeout,
     });
-    let builder = Arc::new(http_builder(&settings));
-    let settings = Arc::new(settings);
+    let env = Arc::new(ConnEnv {
+        shared: Arc::clone(&shared),
+        builder: http_builder(&settings),
+        settings: settings.clone(),
+        shutdown: shutdown.clone(),
+        hard_stop: hard_stop.clone(),
+    });
     let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections));
 
@@ -230,16 +235,7 @@ async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        connections.spawn(serve_connection(
-            stream,
-            peer,
-            permit,
-            Arc::clone(&shared),
-            Arc::clone(&builder),
-            Arc::clone(&settings),
-            shutdown.clone(),
-            hard_stop.clone(),
-        ));
+        connections.spawn(serve_connection(stream, peer, permit, Arc::clone(&env)));
     }
 
     drop(listener);
@@ -265,16 +261,29 @@ async fn serve(
     tracing::info!("gateway stopped");
 }
 
+/// What every connection task of one listener shares.
+struct ConnEnv {
+    shared: Arc<Shared>,
+    builder: auto::Builder<TokioExecutor>,
+    settings: ServerSettings,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+}
+
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
-    shared: Arc<Shared>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    settings: Arc<ServerSettings>,
-    shutdown: CancellationToken,
-    hard_stop: CancellationToken,
+    env: Arc<ConnEnv>,
 ) {
+    let ConnEnv {
+        shared,
+        builder,
+        settings,
+        shutdown,
+        hard_stop,
+    } = &*env;
+    let shared = Arc::clone(shared);
     // One Arc per connection: each request clones a single pointer. The
     // connection slot lives in it, so a WebSocket tunnel that outlives the
     // HTTP connection keeps counting against `max_connections`.

@@ -328,3 +328,17 @@ async fn invalid_host_and_transfer_codings_are_refused() {
     }
     assert_eq!(up.hits(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_connections_are_not_idle() {
+    let (_up, gw) = setup("header_read_timeout_ms = 200\nidle_timeout_ms = 200").await;
+    // The upstream takes three idle periods to answer; the request is in
+    // flight all along, so neither HTTP/1.1 nor HTTP/2 connections are cut.
+    let r = http1(gw.local_addr(), get("/api/v1/worlds?slow_ms=600")).await;
+    assert_eq!(r.status, http::StatusCode::OK);
+    let req = http::Request::get("http://x/api/v1/worlds?slow_ms=600")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let r = h2c(gw.local_addr(), req).await;
+    assert_eq!(r.status, http::StatusCode::OK);
+}

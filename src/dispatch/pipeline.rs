@@ -32,10 +32,9 @@ use crate::router::{Lookup, normalize_path_with};
 /// What the pipeline knows about the client connection, computed once per connection.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnInfo {
-    /// The socket peer.
-    pub peer: SocketAddr,
-    /// The peer's IP (canonical) as a header value, reused by every request.
+    /// The socket peer's IP, canonical (IPv4-mapped IPv6 as IPv4).
     pub peer_ip: IpAddr,
+    /// The same as a header value, reused by every request.
     peer_ip_header: HeaderValue,
     /// The connection's `max_connections` slot; tunnels hold it too.
     slot: Arc<tokio::sync::OwnedSemaphorePermit>,
@@ -45,7 +44,6 @@ impl ConnInfo {
     pub(crate) fn new(peer: SocketAddr, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
         let peer_ip = super::forwarded::canonical(peer.ip());
         ConnInfo {
-            peer,
             peer_ip,
             peer_ip_header: ip_header(peer_ip),
             slot: Arc::new(slot),
@@ -73,9 +71,7 @@ pub(crate) async fn handle(
     // One snapshot for the whole request: a reload never shows half of each config.
     let snap = shared.snapshot.load();
     let request_id = h::request_id(req.headers());
-    let client_ip = snap
-        .trusted_proxies
-        .client_ip(conn.peer.ip(), req.headers());
+    let client_ip = snap.trusted_proxies.client_ip(conn.peer_ip, req.headers());
     let method = req.method().clone();
     let mut resp = match proxy(&snap, shared, conn, client_ip, &request_id, req).await {
         Ok(resp) => resp,
@@ -155,8 +151,9 @@ async fn proxy(
     };
 
     let hdrs = &mut parts.headers;
+    let peer_trusted = snap.trusted_proxies.contains(conn.peer_ip);
     h::strip_hop_by_hop(hdrs, upgrade);
-    h::strip_spoofable(hdrs, snap.trusted_proxies.contains(conn.peer_ip));
+    h::strip_spoofable(hdrs, peer_trusted);
     if version == Version::HTTP_2 {
         h::join_cookies(hdrs);
     }
@@ -165,7 +162,7 @@ async fn proxy(
     if let Some(host) = &original_host {
         hdrs.insert(header::HOST, host.clone());
     }
-    forwarding_headers(hdrs, snap, conn, original_host.as_ref(), version);
+    forwarding_headers(hdrs, conn, peer_trusted, original_host.as_ref(), version);
     // The resolved client, so upstreams need not repeat the trusted-proxy walk.
     let real_ip = if client_ip == conn.peer_ip {
         conn.peer_ip_header.clone()
@@ -215,13 +212,11 @@ async fn proxy(
 /// `X-Forwarded-For` (appended), `-Proto`, `-Host` (kept only from trusted proxies) and `Via`.
 fn forwarding_headers(
     hdrs: &mut http::HeaderMap,
-    snap: &Snapshot,
     conn: &ConnInfo,
+    peer_trusted: bool,
     host: Option<&HeaderValue>,
     version: Version,
 ) {
-    let peer_trusted = snap.trusted_proxies.contains(conn.peer_ip);
-
     if hdrs.contains_key(&X_FORWARDED_FOR) {
         let mut xff = Vec::with_capacity(64);
         for v in hdrs.get_all(&X_FORWARDED_FOR) {
@@ -291,9 +286,8 @@ fn request_authority(req: &Request<Incoming>) -> Result<Option<HeaderValue>, Err
 }
 
 fn valid_authority(value: &[u8]) -> Result<(), Error> {
-    let bad = Error::BadRequest("invalid Host header");
-    let a = http::uri::Authority::try_from(value)
-        .map_err(|_| Error::BadRequest("invalid Host header"))?;
+    const BAD: Error = Error::BadRequest("invalid Host header");
+    let a = http::uri::Authority::try_from(value).map_err(|_| BAD)?;
     let s = a.as_str();
     // A port, if any, follows the last ':' outside an IPv6 literal's brackets.
     let port = match s.rsplit_once(':') {
@@ -304,7 +298,7 @@ fn valid_authority(value: &[u8]) -> Result<(), Error> {
         || s.contains('@')
         || port.is_some_and(|p| !p.is_empty() && p.parse::<u16>().is_err())
     {
-        return Err(bad);
+        return Err(BAD);
     }
     Ok(())
 }

@@ -390,10 +390,13 @@ impl Activity {
     }
 
     fn idle_deadline(&self, limit: std::time::Duration) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            // Busy: look again one period from now.
+            return now + limit;
+        }
         let since = std::time::Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed));
-        let at = self.born + since + limit;
-        // While requests run, look again after one more period.
-        at.max(tokio::time::Instant::now() + std::time::Duration::from_millis(10))
+        (self.born + since + limit).max(now + std::time::Duration::from_millis(1))
     }
 
     fn is_idle_for(&self, limit: std::time::Duration) -> bool {

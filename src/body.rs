@@ -3,13 +3,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::sync::oneshot;
+use tokio::sync::Notify;
 
 use crate::upstream::pool::ReturnToPool;
 
@@ -50,15 +52,72 @@ enum RequestKind {
     Full(Option<Bytes>),
 }
 
+/// How far a streaming request body has got; shared with the dispatcher so
+/// it can tell a stuck upstream (not pulling) from a slow client (not sending).
+#[derive(Debug)]
+pub struct BodyProgress {
+    base: tokio::time::Instant,
+    /// Milliseconds after `base` when the upstream last took a piece.
+    pulled_ms: AtomicU64,
+    /// The upstream asked for more and the client had nothing yet.
+    waiting_on_client: AtomicBool,
+    done: AtomicBool,
+    finished: Notify,
+}
+
+impl BodyProgress {
+    fn new() -> Self {
+        BodyProgress {
+            base: tokio::time::Instant::now(),
+            pulled_ms: AtomicU64::new(0),
+            waiting_on_client: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+            finished: Notify::new(),
+        }
+    }
+
+    /// When the upstream last took a piece of the body (or the body began).
+    pub fn last_pulled(&self) -> tokio::time::Instant {
+        self.base + Duration::from_millis(self.pulled_ms.load(Ordering::Relaxed))
+    }
+
+    /// True while the upstream waits for the client to send more.
+    pub fn waiting_on_client(&self) -> bool {
+        self.waiting_on_client.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the body has been read to its end or has failed.
+    pub async fn finished(&self) {
+        loop {
+            let notified = self.finished.notified();
+            if self.done.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn pulled(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.pulled_ms.store(ms, Ordering::Relaxed);
+        self.waiting_on_client.store(false, Ordering::Relaxed);
+    }
+
+    fn finish(&self) {
+        self.done.store(true, Ordering::Release);
+        self.finished.notify_waiters();
+    }
+}
+
 /// What a streaming body with data still to come needs; absent for bodiless
-/// requests, so they cost no timer and no channel.
+/// requests, so they cost no timer and no shared state.
 struct Streaming {
     /// Longest pause between two pieces of the body.
     gap: Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
-    /// Fired once the body has been read to its end (or has failed).
-    done: Option<oneshot::Sender<()>>,
-    done_rx: Option<oneshot::Receiver<()>>,
+    /// Started when the upstream first finds nothing to read, so time spent
+    /// connecting upstream never counts against the client.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    progress: Arc<BodyProgress>,
 }
 
 /// The body of a request on its way upstream: the client's stream, capped, or bytes.
@@ -84,12 +143,10 @@ impl RequestBody {
     /// longer than `gap` between two pieces.
     pub fn streaming(body: Incoming, limit: u64, gap: Duration) -> Self {
         let streaming = (!body.is_end_stream()).then(|| {
-            let (done, done_rx) = oneshot::channel();
             Box::new(Streaming {
                 gap,
-                timer: Box::pin(tokio::time::sleep(gap)),
-                done: Some(done),
-                done_rx: Some(done_rx),
+                timer: None,
+                progress: Arc::new(BodyProgress::new()),
             })
         });
         RequestBody {
@@ -100,15 +157,14 @@ impl RequestBody {
         }
     }
 
-    /// A signal that resolves once the whole body has been read (or has
-    /// failed); `None` when there is no body to wait for.
-    pub fn take_completion(&mut self) -> Option<oneshot::Receiver<()>> {
-        self.streaming.as_mut().and_then(|s| s.done_rx.take())
+    /// Progress of a streaming body; `None` when there is no body to wait for.
+    pub fn progress(&self) -> Option<Arc<BodyProgress>> {
+        self.streaming.as_ref().map(|s| Arc::clone(&s.progress))
     }
 
     fn finish(&mut self) {
-        if let Some(done) = self.streaming.as_mut().and_then(|s| s.done.take()) {
-            let _ = done.send(());
+        if let Some(s) = &self.streaming {
+            s.progress.finish();
         }
     }
 
@@ -149,11 +205,16 @@ impl Body for RequestBody {
                 let result = match polled {
                     Poll::Pending => {
                         // Nothing from the client: is the pause too long?
-                        if let Some(s) = this.streaming.as_mut()
-                            && s.timer.as_mut().poll(cx).is_ready()
-                        {
-                            this.finish();
-                            return Poll::Ready(Some(Err(BodyError::TimedOut)));
+                        if let Some(s) = this.streaming.as_mut() {
+                            s.progress.waiting_on_client.store(true, Ordering::Relaxed);
+                            let gap = s.gap;
+                            let timer = s
+                                .timer
+                                .get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
+                            if timer.as_mut().poll(cx).is_ready() {
+                                this.finish();
+                                return Poll::Ready(Some(Err(BodyError::TimedOut)));
+                            }
                         }
                         return Poll::Pending;
                     }
@@ -168,8 +229,10 @@ impl Body for RequestBody {
                             }
                         }
                         if let Some(s) = this.streaming.as_mut() {
-                            let next = tokio::time::Instant::now() + s.gap;
-                            s.timer.as_mut().reset(next);
+                            s.progress.pulled();
+                            if let Some(timer) = s.timer.as_mut() {
+                                timer.as_mut().reset(tokio::time::Instant::now() + s.gap);
+                            }
                         }
                         Some(Ok(frame))
                     }

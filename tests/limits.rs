@@ -306,7 +306,13 @@ async fn route_timeout_starts_after_the_client_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_host_and_transfer_codings_are_refused() {
     let (up, gw) = setup("").await;
-    let cases: [(&[u8], &str); 6] = [
+    let cases: [(&[u8], &str); 12] = [
+        (b"GET /api/v1/worlds HTTP/1.1\r\nHost: :80\r\n\r\n", "HTTP/1.1 400"),
+        (b"GET /api/v1/worlds HTTP/1.1\r\nHost: a:\r\n\r\n", "HTTP/1.1 400"),
+        (b"GET /api/v1/worlds HTTP/1.1\r\nHost: example.com:+80\r\n\r\n", "HTTP/1.1 400"),
+        (b"GET /api/v1/worlds HTTP/1.1\r\nHost: a.com,b.com\r\n\r\n", "HTTP/1.1 400"),
+        (b"GET /api/v1/worlds HTTP/1.1\r\nHost: [fe80::1%25eth0]:80\r\n\r\n", "HTTP/1.1 400"),
+        (b"GET http://abs.example/api/v1/worlds HTTP/1.1\r\n\r\n", "HTTP/1.1 400"),
         (b"GET /api/v1/worlds HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n", "HTTP/1.1 400"),
         (b"GET /api/v1/worlds HTTP/1.1\r\nHost: user:pw@evil.example\r\n\r\n", "HTTP/1.1 400"),
         (b"GET /api/v1/worlds HTTP/1.1\r\nHost: x:99999\r\n\r\n", "HTTP/1.1 400"),
@@ -327,6 +333,22 @@ async fn invalid_host_and_transfer_codings_are_refused() {
         assert!(text.contains("\"request_id\""), "{text}");
     }
     assert_eq!(up.hits(), 0);
+    // Well-formed authorities still pass.
+    for host in [
+        "[::1]:8080",
+        "play.aether.test.",
+        "10.0.0.1:443",
+        "world_1.internal",
+    ] {
+        let (text, _) = raw(
+            gw.local_addr(),
+            format!("GET /api/v1/worlds HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{host}: {text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,4 +363,93 @@ async fn busy_connections_are_not_idle() {
         .unwrap();
     let r = h2c(gw.local_addr(), req).await;
     assert_eq!(r.status, http::StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_http2_streams_do_not_keep_a_connection_busy() {
+    let (up, gw) = setup("idle_timeout_ms = 300").await;
+    let stream = TcpStream::connect(gw.local_addr()).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get("http://x/api/v1/worlds?slow_ms=5000")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let pending = tx.send_request(req);
+    let cancelled = tokio::spawn(pending);
+    up.wait_for_hits(1).await;
+    // Dropping the response future resets the stream (RST_STREAM CANCEL).
+    cancelled.abort();
+    // The reset request no longer counts as in flight: the idle connection
+    // closes long before the upstream's 5 s answer would have come.
+    let ended = tokio::time::timeout(Duration::from_secs(3), conn).await;
+    assert!(ended.is_ok(), "a reset stream kept the connection open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_idle_limit_applies_after_the_first_request() {
+    let (_up, gw) = setup("header_read_timeout_ms = 200\nidle_timeout_ms = 1500").await;
+    let stream = TcpStream::connect(gw.local_addr()).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let get = || {
+        http::Request::get("http://x/api/v1/worlds")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+    assert_eq!(tx.send_request(get()).await.unwrap().status(), 200);
+    // Idle for longer than the header timeout but shorter than the idle timeout.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(tx.send_request(get()).await.unwrap().status(), 200);
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "the idle HTTP/2 connection was never closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_stops_reading_the_body_is_504() {
+    // An upstream that reads the head and then never reads again.
+    let stuck = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stuck_addr = stuck.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = stuck.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+            held.push(s);
+        }
+    });
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_request_body_bytes = 100000000\n{}\n[[routes]]\nmethod = \"PUT\"\npath = \"/api/v1/uploads\"\nservice = \"world-service\"\ntimeout_ms = 300\n",
+        service_toml("world-service", &[stuck_addr], "")
+    );
+    let gw = gateway(&cfg).await;
+    let mut s = TcpStream::connect(gw.local_addr()).await.unwrap();
+    let len = 64 * 1024 * 1024;
+    s.write_all(
+        format!("PUT /api/v1/uploads HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // Push body until the socket buffers are full, then read the answer.
+    let chunk = vec![b'x'; 64 * 1024];
+    let writer = async {
+        for _ in 0..(len / chunk.len()) {
+            if s.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(3), writer).await;
+    let (text, _) = read_until_close(&mut s, Duration::from_secs(10)).await;
+    assert!(text.starts_with("HTTP/1.1 504"), "{text:?}");
 }

@@ -477,6 +477,10 @@ async fn client_claims_and_method_overrides_are_stripped() {
         ("x-rewrite-url", "/admin"),
         ("x-http-method-override", "DELETE"),
         ("x-method-override", "DELETE"),
+        ("x_real_ip", "6.6.6.6"),
+        ("x_http_method_override", "DELETE"),
+        ("x-original-uri", "/admin"),
+        ("x-host", "admin.internal"),
         ("te", "trailers"),
         ("x-kept", "yes"),
     ];

@@ -41,29 +41,43 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 8] {
 /// removed: the method and path overrides (a route allowing POST must not
 /// become a DELETE upstream) and, unless the peer is a trusted proxy, the
 /// address/proto/prefix family that `X-Forwarded-*` handling does not rewrite.
-static OVERRIDES: [HeaderName; 5] = [
+static OVERRIDES: [HeaderName; 9] = [
     HeaderName::from_static("x-http-method-override"),
     HeaderName::from_static("x-http-method"),
     HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-original-method"),
     HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-original-uri"),
     HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-forwarded-uri"),
+    HeaderName::from_static("x-envoy-original-path"),
 ];
-static CLIENT_CLAIMS: [HeaderName; 9] = [
+static CLIENT_CLAIMS: [HeaderName; 14] = [
     header::FORWARDED,
     HeaderName::from_static("x-forwarded-port"),
     HeaderName::from_static("x-forwarded-prefix"),
     HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-host"),
+    HeaderName::from_static("x-original-host"),
     HeaderName::from_static("x-client-ip"),
     HeaderName::from_static("x-cluster-client-ip"),
     HeaderName::from_static("true-client-ip"),
     HeaderName::from_static("cf-connecting-ip"),
     HeaderName::from_static("fastly-client-ip"),
+    HeaderName::from_static("x-original-forwarded-for"),
 ];
 
-/// Remove client claims the gateway does not vouch for (see [`OVERRIDES`]).
+/// Remove client claims the gateway does not vouch for (see [`OVERRIDES`]),
+/// and every header whose name has an underscore: CGI-style stacks read
+/// `X_Real_IP` as `X-Real-IP`, so such a name would slip past the rules
+/// above (nginx drops them by default too).
 pub fn strip_spoofable(headers: &mut HeaderMap, peer_trusted: bool) {
     let spoofable = |name: &HeaderName| {
-        OVERRIDES.contains(name) || (!peer_trusted && CLIENT_CLAIMS.contains(name))
+        name.as_str().contains('_')
+            || OVERRIDES.contains(name)
+            || (!peer_trusted && CLIENT_CLAIMS.contains(name))
     };
     // One pass over the names; removal (rare) only for what was found.
     if !headers.keys().any(spoofable) {

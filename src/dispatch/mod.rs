@@ -85,15 +85,25 @@ impl Dispatcher {
         }
         // The route timeout is the upstream's time to answer; it starts once
         // the client has sent its whole body (as Envoy's does), so a slow
-        // client is never blamed on the upstream. Pauses in the body are
-        // bounded by the client body timeout instead (408).
-        let body_done = request.body_mut().take_completion();
+        // client is never blamed on the upstream (pauses in the body are the
+        // client body timeout's business: 408). While the body streams, an
+        // upstream that stops taking it for a whole route timeout is stuck: 504.
+        let timeout = ctx.route.policy.timeout;
+        let progress = request.body().progress();
         let attempt = send_with_retry(service, request, upgrade);
         tokio::pin!(attempt);
-        if let Some(done) = body_done {
-            tokio::select! {
-                r = &mut attempt => return r,
-                _ = done => {}
+        if let Some(progress) = progress {
+            loop {
+                tokio::select! {
+                    r = &mut attempt => return r,
+                    _ = progress.finished() => break,
+                    _ = tokio::time::sleep_until(progress.last_pulled() + timeout) => {
+                        let stuck = progress.last_pulled() + timeout <= tokio::time::Instant::now();
+                        if stuck && !progress.waiting_on_client() {
+                            return Err(Error::UpstreamTimeout);
+                        }
+                    }
+                }
             }
         }
         match tokio::time::timeout(ctx.route.policy.timeout, attempt).await {

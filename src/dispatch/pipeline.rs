@@ -268,6 +268,10 @@ fn request_authority(req: &Request<Incoming>) -> Result<Option<HeaderValue>, Err
     match req.uri().authority() {
         Some(a) => {
             valid_authority(a.as_str().as_bytes())?;
+            if req.version() == Version::HTTP_11 && host.is_none() {
+                // RFC 9112 §3.2: Host is required even with an absolute-form target.
+                return Err(Error::BadRequest("HTTP/1.1 request without Host"));
+            }
             if req.version() == Version::HTTP_2
                 && host.is_some_and(|h| !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()))
             {
@@ -285,22 +289,39 @@ fn request_authority(req: &Request<Incoming>) -> Result<Option<HeaderValue>, Err
     }
 }
 
+/// `host[:port]` as RFC 9110 §7.2 wants it, strictly: a name of letters,
+/// digits, `-`, `.`, `_` or an IPv4 address, or a bracketed IPv6 address
+/// without zone id; a port of 1–5 digits that fits in 16 bits; no userinfo.
 fn valid_authority(value: &[u8]) -> Result<(), Error> {
     const BAD: Error = Error::BadRequest("invalid Host header");
-    let a = http::uri::Authority::try_from(value).map_err(|_| BAD)?;
-    let s = a.as_str();
-    // A port, if any, follows the last ':' outside an IPv6 literal's brackets.
-    let port = match s.rsplit_once(':') {
-        Some((_, p)) if !p.contains(']') => Some(p),
-        _ => None,
+    let s = std::str::from_utf8(value).map_err(|_| BAD)?;
+    let (host_ok, port) = match s.strip_prefix('[') {
+        Some(rest) => {
+            let (ip, after) = rest.split_once(']').ok_or(BAD)?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or(BAD)?),
+            };
+            (ip.parse::<std::net::Ipv6Addr>().is_ok(), port)
+        }
+        None => {
+            let (host, port) = match s.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (s, None),
+            };
+            let ok = !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+            (ok, port)
+        }
     };
-    if s.is_empty()
-        || s.contains('@')
-        || port.is_some_and(|p| !p.is_empty() && p.parse::<u16>().is_err())
-    {
-        return Err(BAD);
-    }
-    Ok(())
+    let port_ok = port.is_none_or(|p| {
+        (1..=5).contains(&p.len())
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok()
+    });
+    if host_ok && port_ok { Ok(()) } else { Err(BAD) }
 }
 
 /// Only `chunked` alone is accepted: any other coding would reach the

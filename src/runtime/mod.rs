@@ -297,9 +297,14 @@ async fn serve_connection(
         service_fn(move |req| {
             let ctx = Arc::clone(&ctx);
             async move {
-                ctx.activity.begin();
-                let resp = pipeline::handle(&ctx.shared, &ctx.info, req).await;
-                Ok::<_, Infallible>(resp.map(|body| Tracked { body, ctx }))
+                // The guard ends the request when the response body is done,
+                // or when hyper drops this future (an HTTP/2 stream reset).
+                let guard = InFlight::begin(ctx);
+                let resp = pipeline::handle(&guard.0.shared, &guard.0.info, req).await;
+                Ok::<_, Infallible>(resp.map(|body| Tracked {
+                    body,
+                    _guard: guard,
+                }))
             }
         })
     };
@@ -313,12 +318,21 @@ async fn serve_connection(
     let mut closing = false;
     let mut give_up_at: Option<tokio::time::Instant> = None;
     let result = loop {
-        let limit = if ctx.activity.requests() == 0 {
-            settings.header_read_timeout
-        } else {
-            settings.idle_timeout
-        };
-        let wake = give_up_at.unwrap_or_else(|| ctx.activity.idle_deadline(limit));
+        let wake = give_up_at.unwrap_or_else(|| {
+            if ctx.activity.requests() == 0 {
+                // Nothing tells us when the first request arrives: look again
+                // when the shorter of the two limits could apply.
+                let born = ctx.activity.born;
+                let first = born + settings.header_read_timeout.min(settings.idle_timeout);
+                if first > tokio::time::Instant::now() {
+                    first
+                } else {
+                    born + settings.header_read_timeout
+                }
+            } else {
+                ctx.activity.idle_deadline(settings.idle_timeout)
+            }
+        });
         tokio::select! {
             r = conn.as_mut() => break r,
             _ = hard_stop.cancelled() => break Ok(()),
@@ -332,6 +346,12 @@ async fn serve_connection(
                     // The peer ignored the close: drop the connection.
                     break Ok(());
                 }
+                // Decided now: the first request may have arrived while we slept.
+                let limit = if ctx.activity.requests() == 0 {
+                    settings.header_read_timeout
+                } else {
+                    settings.idle_timeout
+                };
                 if ctx.activity.is_idle_for(limit) {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
@@ -408,16 +428,26 @@ impl Activity {
     }
 }
 
-/// A response body that marks its request finished when it is dropped.
-struct Tracked {
-    body: ResponseBody,
-    ctx: Arc<ConnCtx>,
+/// One request in flight on a connection, for the idle watchdog.
+struct InFlight(Arc<ConnCtx>);
+
+impl InFlight {
+    fn begin(ctx: Arc<ConnCtx>) -> Self {
+        ctx.activity.begin();
+        InFlight(ctx)
+    }
 }
 
-impl Drop for Tracked {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.ctx.activity.end();
+        self.0.activity.end();
     }
+}
+
+/// A response body that keeps its request in flight until it is dropped.
+struct Tracked {
+    body: ResponseBody,
+    _guard: InFlight,
 }
 
 impl http_body::Body for Tracked {

@@ -453,3 +453,35 @@ async fn an_upstream_that_stops_reading_the_body_is_504() {
     let (text, _) = read_until_close(&mut s, Duration::from_secs(10)).await;
     assert!(text.starts_with("HTTP/1.1 504"), "{text:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected() {
+    let (_up, gw) = setup("send_timeout_ms = 300").await;
+    const SIZE: u64 = 1 << 30;
+    let mut s = TcpStream::connect(gw.local_addr()).await.unwrap();
+    s.write_all(
+        format!("GET /api/v1/worlds?download={SIZE} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    // Read nothing for a while (socket buffers fill, the gateway stalls)...
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // ...then drain: only what was already buffered arrives before the close.
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut s, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n as u64,
+            }
+        }
+    })
+    .await
+    .is_ok();
+    assert!(closed, "the connection stayed open");
+    assert!(
+        got < SIZE / 4,
+        "the whole response arrived ({got} bytes): the stalled client was not cut"
+    );
+}

@@ -76,6 +76,8 @@ pub struct ServerFile {
     pub tunnel_idle_timeout_ms: Spanned<u64>,
     /// Longest pause between two pieces of a request body before the client gets 408. Default 30000.
     pub client_body_timeout_ms: Spanned<u64>,
+    /// A client that reads nothing of a response for this long is disconnected. Default 60000.
+    pub send_timeout_ms: Spanned<u64>,
     /// Accept `%2F` and `%5C` (encoded `/` and `\\`) in request paths. Default false: 400.
     pub allow_encoded_slashes: bool,
 }
@@ -95,6 +97,7 @@ impl Default for ServerFile {
             idle_timeout_ms: Spanned::new(0..0, 60_000),
             tunnel_idle_timeout_ms: Spanned::new(0..0, 300_000),
             client_body_timeout_ms: Spanned::new(0..0, 30_000),
+            send_timeout_ms: Spanned::new(0..0, 60_000),
             allow_encoded_slashes: false,
         }
     }

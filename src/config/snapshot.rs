@@ -59,6 +59,8 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     /// An upgraded tunnel with no traffic either way is closed after this long.
     pub tunnel_idle_timeout: Duration,
+    /// A client that reads nothing of a response for this long is disconnected.
+    pub send_timeout: Duration,
 }
 
 impl ServerSettings {
@@ -74,6 +76,7 @@ impl ServerSettings {
             http2_max_concurrent_streams: 256,
             idle_timeout: Duration::from_secs(60),
             tunnel_idle_timeout: Duration::from_secs(300),
+            send_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -289,6 +289,7 @@ fn build_server(cx: &Ctx<'_>, raw: &FileConfig) -> Result<ServerSettings, Config
         ("server.idle_timeout_ms", &s.idle_timeout_ms),
         ("server.tunnel_idle_timeout_ms", &s.tunnel_idle_timeout_ms),
         ("server.client_body_timeout_ms", &s.client_body_timeout_ms),
+        ("server.send_timeout_ms", &s.send_timeout_ms),
     ] {
         if *v.get_ref() == 0 {
             return Err(cx.spanned(v, name, "must be at least 1"));
@@ -309,6 +310,7 @@ fn build_server(cx: &Ctx<'_>, raw: &FileConfig) -> Result<ServerSettings, Config
         http2_max_concurrent_streams: s.http2_max_concurrent_streams,
         idle_timeout: Duration::from_millis(*s.idle_timeout_ms.get_ref()),
         tunnel_idle_timeout: Duration::from_millis(*s.tunnel_idle_timeout_ms.get_ref()),
+        send_timeout: Duration::from_millis(*s.send_timeout_ms.get_ref()),
     })
 }
 

@@ -303,7 +303,8 @@ async fn serve_connection(
                 let resp = pipeline::handle(&guard.0.shared, &guard.0.info, req).await;
                 Ok::<_, Infallible>(resp.map(|body| Tracked {
                     body,
-                    _guard: guard,
+                    guard,
+                    handed: false,
                 }))
             }
         })
@@ -321,16 +322,23 @@ async fn serve_connection(
         let wake = give_up_at.unwrap_or_else(|| {
             if ctx.activity.requests() == 0 {
                 // Nothing tells us when the first request arrives: look again
-                // when the shorter of the two limits could apply.
+                // when the shortest limit could apply.
                 let born = ctx.activity.born;
-                let first = born + settings.header_read_timeout.min(settings.idle_timeout);
+                let shortest = settings
+                    .header_read_timeout
+                    .min(settings.idle_timeout)
+                    .min(settings.send_timeout);
+                let first = born + shortest;
                 if first > tokio::time::Instant::now() {
                     first
                 } else {
                     born + settings.header_read_timeout
                 }
             } else {
-                ctx.activity.idle_deadline(settings.idle_timeout)
+                // Busy connections are looked at every send timeout too.
+                ctx.activity
+                    .idle_deadline(settings.idle_timeout)
+                    .min(tokio::time::Instant::now() + settings.send_timeout)
             }
         });
         tokio::select! {
@@ -344,6 +352,12 @@ async fn serve_connection(
             _ = tokio::time::sleep_until(wake), if !closing || give_up_at.is_some() => {
                 if give_up_at.is_some() {
                     // The peer ignored the close: drop the connection.
+                    break Ok(());
+                }
+                if ctx.activity.send_stalled(settings.send_timeout) {
+                    // A client that stopped reading a response holds a slot
+                    // and an upstream connection: cut it (nginx's send_timeout).
+                    tracing::debug!(%peer, "client stopped reading: closing");
                     break Ok(());
                 }
                 // Decided now: the first request may have arrived while we slept.
@@ -382,6 +396,12 @@ struct Activity {
     requests: AtomicUsize,
     /// Milliseconds after `born` when the last request finished.
     idle_since_ms: AtomicU64,
+    /// Response bodies that handed hyper a piece and wait for it to ask for
+    /// the next: while any does and hyper asks for nothing, the client is not
+    /// reading.
+    handed: AtomicUsize,
+    /// Milliseconds after `born` when hyper last asked a response body for data.
+    pulled_ms: AtomicU64,
 }
 
 impl Activity {
@@ -391,7 +411,20 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            handed: AtomicUsize::new(0),
+            pulled_ms: AtomicU64::new(0),
         }
+    }
+
+    fn pulled(&self) {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.pulled_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// True when a response waits on a client that has read nothing for `limit`.
+    fn send_stalled(&self, limit: std::time::Duration) -> bool {
+        let pulled = std::time::Duration::from_millis(self.pulled_ms.load(Ordering::Relaxed));
+        self.handed.load(Ordering::Relaxed) > 0 && self.born.elapsed() >= pulled + limit
     }
 
     fn begin(&self) {
@@ -444,10 +477,21 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request in flight until it is dropped.
+/// A response body that keeps its request in flight until it is dropped,
+/// and tells the watchdog whether the client keeps reading it.
 struct Tracked {
     body: ResponseBody,
-    _guard: InFlight,
+    guard: InFlight,
+    /// This body handed hyper a piece and waits to be asked again.
+    handed: bool,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.handed {
+            self.guard.0.activity.handed.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl http_body::Body for Tracked {
@@ -458,7 +502,20 @@ impl http_body::Body for Tracked {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
-        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        let activity = &this.guard.0.activity;
+        activity.pulled();
+        let handed = matches!(polled, std::task::Poll::Ready(Some(Ok(_))));
+        if handed != this.handed {
+            if handed {
+                activity.handed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                activity.handed.fetch_sub(1, Ordering::Relaxed);
+            }
+            this.handed = handed;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -485,3 +485,37 @@ async fn a_client_that_stops_reading_is_disconnected() {
         "the whole response arrived ({got} bytes): the stalled client was not cut"
     );
 }
+
+/// CPU time this test process has used (utime + stime), in clock ticks.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name (which is in parentheses).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_body_costs_no_cpu_while_it_waits() {
+    let up = Upstream::start("world").await;
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nclient_body_timeout_ms = 2000\n{}\n[[routes]]\nmethod = \"POST\"\npath = \"/api/v1/worlds\"\nservice = \"world-service\"\ntimeout_ms = 50\n",
+        service_toml("world-service", &[up.addr], "")
+    );
+    let gw = gateway(&cfg).await;
+    let mut s = TcpStream::connect(gw.local_addr()).await.unwrap();
+    s.write_all(b"POST /api/v1/worlds HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        .await
+        .unwrap();
+    up.wait_for_hits(1).await;
+    // The client stalls for 2 s; the gateway must wait, not spin.
+    let before = cpu_ticks();
+    let (text, _) = read_until_close(&mut s, Duration::from_secs(5)).await;
+    let used = cpu_ticks() - before;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    // A busy loop would burn ~2 s (200 ticks); waiting costs next to nothing.
+    assert!(
+        used < 50,
+        "{used} ticks of CPU while waiting on a stalled client"
+    );
+}

@@ -64,8 +64,11 @@ impl Dispatcher {
     /// [`Error::NoEndpoint`] when the service has no endpoints,
     /// [`Error::UpstreamConnect`] when no endpoint accepted a connection,
     /// [`Error::UpstreamTimeout`] when no response headers arrived within the
-    /// route's timeout, [`Error::PayloadTooLarge`] when the body exceeded its
-    /// cap while streaming, [`Error::UpstreamProtocol`] for any other failure.
+    /// route's timeout after the body was sent (or the upstream took none of
+    /// the body for that long), [`Error::PayloadTooLarge`] when the body
+    /// exceeded its cap while streaming, [`Error::ClientBodyTimeout`] when the
+    /// client paused too long in its body, [`Error::UpstreamProtocol`] for any
+    /// other failure.
     pub async fn dispatch(
         &self,
         ctx: DispatchContext,
@@ -93,20 +96,25 @@ impl Dispatcher {
         let attempt = send_with_retry(service, request, upgrade);
         tokio::pin!(attempt);
         if let Some(progress) = progress {
+            let mut check_at = progress.last_pulled() + timeout;
             loop {
                 tokio::select! {
                     r = &mut attempt => return r,
                     _ = progress.finished() => break,
-                    _ = tokio::time::sleep_until(progress.last_pulled() + timeout) => {
-                        let stuck = progress.last_pulled() + timeout <= tokio::time::Instant::now();
-                        if stuck && !progress.waiting_on_client() {
+                    _ = tokio::time::sleep_until(check_at) => {
+                        let now = tokio::time::Instant::now();
+                        let due = progress.last_pulled() + timeout;
+                        if due <= now && !progress.waiting_on_client() {
                             return Err(Error::UpstreamTimeout);
                         }
+                        // Still moving, or waiting on the client (whose own
+                        // timer answers 408): look again later.
+                        check_at = if due > now { due } else { now + timeout };
                     }
                 }
             }
         }
-        match tokio::time::timeout(ctx.route.policy.timeout, attempt).await {
+        match tokio::time::timeout(timeout, attempt).await {
             Ok(result) => result,
             Err(_) => Err(Error::UpstreamTimeout),
         }

@@ -224,17 +224,8 @@ async fn idle_http2_connection_is_closed() {
     let (_up, gw) = setup("header_read_timeout_ms = 5000\nidle_timeout_ms = 300").await;
     let a = gw.local_addr();
     // A real HTTP/2 client makes one request, then keeps the connection idle.
-    let stream = TcpStream::connect(a).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = http::Request::get("http://x/api/v1/worlds")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
+    let (mut tx, conn) = h2_client(a).await;
+    let req = get_absolute("http://x/api/v1/worlds");
     assert_eq!(
         tx.send_request(req).await.unwrap().status(),
         http::StatusCode::OK
@@ -358,9 +349,7 @@ async fn busy_connections_are_not_idle() {
     // flight all along, so neither HTTP/1.1 nor HTTP/2 connections are cut.
     let r = http1(gw.local_addr(), get("/api/v1/worlds?slow_ms=600")).await;
     assert_eq!(r.status, http::StatusCode::OK);
-    let req = http::Request::get("http://x/api/v1/worlds?slow_ms=600")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
+    let req = get_absolute("http://x/api/v1/worlds?slow_ms=600");
     let r = h2c(gw.local_addr(), req).await;
     assert_eq!(r.status, http::StatusCode::OK);
 }
@@ -368,17 +357,8 @@ async fn busy_connections_are_not_idle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_http2_streams_do_not_keep_a_connection_busy() {
     let (up, gw) = setup("idle_timeout_ms = 300").await;
-    let stream = TcpStream::connect(gw.local_addr()).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = http::Request::get("http://x/api/v1/worlds?slow_ms=5000")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
+    let (mut tx, conn) = h2_client(gw.local_addr()).await;
+    let req = get_absolute("http://x/api/v1/worlds?slow_ms=5000");
     let pending = tx.send_request(req);
     let cancelled = tokio::spawn(pending);
     up.wait_for_hits(1).await;
@@ -393,19 +373,8 @@ async fn reset_http2_streams_do_not_keep_a_connection_busy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_idle_limit_applies_after_the_first_request() {
     let (_up, gw) = setup("header_read_timeout_ms = 200\nidle_timeout_ms = 1500").await;
-    let stream = TcpStream::connect(gw.local_addr()).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
-    let get = || {
-        http::Request::get("http://x/api/v1/worlds")
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .unwrap()
-    };
+    let (mut tx, conn) = h2_client(gw.local_addr()).await;
+    let get = || get_absolute("http://x/api/v1/worlds");
     assert_eq!(tx.send_request(get()).await.unwrap().status(), 200);
     // Idle for longer than the header timeout but shorter than the idle timeout.
     tokio::time::sleep(Duration::from_millis(600)).await;

@@ -84,14 +84,30 @@ pub async fn http1(addr: SocketAddr, req: Request<Full<Bytes>>) -> Resp {
     collect(tx.send_request(req).await.expect("response")).await
 }
 
-/// Send one request over HTTP/2 with prior knowledge (h2c).
-pub async fn h2c(addr: SocketAddr, req: Request<Full<Bytes>>) -> Resp {
+/// An HTTP/2 (h2c, prior knowledge) client connection; the task ends when
+/// the connection closes.
+pub async fn h2_client(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
     let stream = TcpStream::connect(addr).await.expect("connect to gateway");
-    let (mut tx, conn) =
+    let (tx, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .unwrap();
-    tokio::spawn(conn);
+    (tx, tokio::spawn(conn))
+}
+
+/// A bodiless GET for an absolute URI (HTTP/2 takes :authority from it).
+pub fn get_absolute(uri: &str) -> Request<Full<Bytes>> {
+    Request::get(uri).body(Full::new(Bytes::new())).unwrap()
+}
+
+/// Send one request over HTTP/2 with prior knowledge (h2c).
+pub async fn h2c(addr: SocketAddr, req: Request<Full<Bytes>>) -> Resp {
+    let (mut tx, _conn) = h2_client(addr).await;
     collect(tx.send_request(req).await.expect("response")).await
 }
 

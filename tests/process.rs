@@ -163,6 +163,35 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_drain_stops_at_the_deadline() {
+    let up = Upstream::start("world").await;
+    let mut gw = GatewayProcess::start(&config_for(&up, "shutdown_drain_seconds = 1"));
+    let addr = gw.addr;
+    // A request that would outlast the drain deadline.
+    let in_flight = tokio::spawn(async move {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        tx.send_request(get("/api/v1/worlds/1?slow_ms=8000")).await
+    });
+    up.wait_for_hits(1).await;
+    let started = std::time::Instant::now();
+    gw.signal("INT");
+    let code = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(6)))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+    assert!(started.elapsed() < Duration::from_secs(6));
+    // The request was cut when the deadline passed, not answered.
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "the slow request was answered after the deadline"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gib_each_way_in_bounded_memory() {
     const GIB: u64 = 1 << 30;
     let up = Upstream::start("world").await;

@@ -161,7 +161,12 @@ pub fn normalize_path_with(path: &str, options: PathOptions) -> Result<Cow<'_, s
                     return Err(PathError::AboveRoot);
                 }
             }
-            s if s.starts_with(b".;") || s.starts_with(b"..;") => {
+            // `..;x` and its escaped form `..%3Bx`: Tomcat/Spring drop the
+            // parameters after decoding and resolve the dot segment.
+            s if [b".;".as_slice(), b"..;", b".%3B", b"..%3B"]
+                .iter()
+                .any(|p| s.starts_with(p)) =>
+            {
                 return Err(PathError::DotSegmentWithParameters);
             }
             s => segments.push(s),
@@ -204,6 +209,9 @@ mod tests {
             ("/a/..;/b", Err(PathError::DotSegmentWithParameters)),
             ("/a/.;x/b", Err(PathError::DotSegmentWithParameters)),
             ("/a/%2e%2e;/b", Err(PathError::DotSegmentWithParameters)),
+            ("/a/..%3b/b", Err(PathError::DotSegmentWithParameters)),
+            ("/a/%2E%3Bx/b", Err(PathError::DotSegmentWithParameters)),
+            ("/a/b%3Bc", Ok("/a/b%3Bc")),
             ("/a/b;v=1/c", Ok("/a/b;v=1/c")),
             ("/a/..b;x", Ok("/a/..b;x")),
             ("/%41%7e%5f", Ok("/A~_")),

@@ -153,15 +153,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     // Names listed in `Connection` beyond the fixed set are rare; only they
     // cost an allocation.
-    let listed: Vec<HeaderName> = connection_tokens(headers)
-        .filter(|t| {
-            !t.eq_ignore_ascii_case("close")
-                && !fixed.iter().any(|f| t.eq_ignore_ascii_case(f.as_str()))
-        })
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(&name);
+    // `Connection` (bit 0) usually says only keep-alive/close: nothing to look up.
+    if present & 1 != 0 {
+        let mut listed: Vec<HeaderName> = Vec::new();
+        for t in connection_tokens(headers) {
+            let common = t.eq_ignore_ascii_case("keep-alive") || t.eq_ignore_ascii_case("close");
+            if common || fixed.iter().any(|f| t.eq_ignore_ascii_case(f.as_str())) {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(t.as_bytes()) {
+                listed.push(name);
+            }
+        }
+        for name in listed {
+            headers.remove(&name);
+        }
     }
     for (i, name) in fixed.into_iter().enumerate() {
         if present & (1 << i) == 0 || (keep_upgrade && name == header::UPGRADE) {

@@ -105,6 +105,8 @@ async fn proxy(
     // Framing and authority first: a request we would refuse anyway gets no
     // routing answer that could tell an attacker about the route table.
     let original_host = request_authority(&req)?;
+    // Host needs rewriting only when the target's authority won over it.
+    let host_from_target = req.uri().authority().is_some();
     check_transfer_coding(req.headers())?;
     if req.method() == Method::OPTIONS && req.uri().path() == "*" {
         return Ok(options_response(None));
@@ -159,7 +161,7 @@ async fn proxy(
     }
     // hyper answers 100-continue itself when we start reading the body.
     hdrs.remove(header::EXPECT);
-    if let Some(host) = &original_host {
+    if let Some(host) = original_host.as_ref().filter(|_| host_from_target) {
         hdrs.insert(header::HOST, host.clone());
     }
     forwarding_headers(hdrs, conn, peer_trusted, original_host.as_ref(), version);
@@ -217,18 +219,21 @@ fn forwarding_headers(
     host: Option<&HeaderValue>,
     version: Version,
 ) {
-    if hdrs.contains_key(&X_FORWARDED_FOR) {
-        let mut xff = Vec::with_capacity(64);
-        for v in hdrs.get_all(&X_FORWARDED_FOR) {
-            xff.extend_from_slice(v.as_bytes());
-            xff.extend_from_slice(b", ");
+    match hdrs.entry(&X_FORWARDED_FOR) {
+        http::header::Entry::Vacant(e) => {
+            e.insert(conn.peer_ip_header.clone());
         }
-        xff.extend_from_slice(conn.peer_ip_header.as_bytes());
-        if let Ok(v) = HeaderValue::from_bytes(&xff) {
-            hdrs.insert(&X_FORWARDED_FOR, v);
+        http::header::Entry::Occupied(mut e) => {
+            let mut xff = Vec::with_capacity(64);
+            for v in e.iter() {
+                xff.extend_from_slice(v.as_bytes());
+                xff.extend_from_slice(b", ");
+            }
+            xff.extend_from_slice(conn.peer_ip_header.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&xff) {
+                e.insert(v);
+            }
         }
-    } else {
-        hdrs.insert(&X_FORWARDED_FOR, conn.peer_ip_header.clone());
     }
 
     if !(peer_trusted && hdrs.contains_key(&X_FORWARDED_PROTO)) {
@@ -294,6 +299,7 @@ fn request_authority(req: &Request<Incoming>) -> Result<Option<HeaderValue>, Err
 /// without zone id; a port of 1–5 digits that fits in 16 bits; no userinfo.
 fn valid_authority(value: &[u8]) -> Result<(), Error> {
     const BAD: Error = Error::BadRequest("invalid Host header");
+    // Stricter than `http::uri::Authority`, so that parse is not needed too.
     let s = std::str::from_utf8(value).map_err(|_| BAD)?;
     let (host_ok, port) = match s.strip_prefix('[') {
         Some(rest) => {

@@ -56,6 +56,15 @@ pub enum Error {
     /// The upstream did not answer in time.
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// The request carries no valid bearer token (401).
+    #[error("{0}")]
+    Unauthorized(crate::auth::AuthError),
+    /// The token is valid but lacks a role or scope the route requires (403).
+    #[error("token lacks a required role or scope")]
+    Forbidden,
+    /// Tokens cannot be checked: no signing keys are loaded yet (503).
+    #[error("authentication temporarily unavailable")]
+    AuthUnavailable,
     /// The upstream broke the protocol or the connection mid-exchange.
     #[error("upstream protocol error")]
     UpstreamProtocol,
@@ -76,6 +85,9 @@ impl Error {
             Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Error::ClientAborted => StatusCode::BAD_REQUEST,
             Error::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden => StatusCode::FORBIDDEN,
+            Error::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamConnect => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -94,8 +106,11 @@ impl Error {
             | Error::PayloadTooLarge
             | Error::NotImplemented(_)
             | Error::ClientAborted
-            | Error::ClientBodyTimeout => Blame::Client,
+            | Error::ClientBodyTimeout
+            | Error::Unauthorized(_)
+            | Error::Forbidden => Blame::Client,
             Error::NoEndpoint
+            | Error::AuthUnavailable
             | Error::UpstreamConnect
             | Error::UpstreamTimeout
             | Error::UpstreamProtocol => Blame::Upstream,
@@ -142,8 +157,29 @@ pub fn error_response(
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-store"),
     );
-    if let Error::MethodNotAllowed { allow } = err {
-        h.insert(http::header::ALLOW, allow.clone());
+    match err {
+        Error::MethodNotAllowed { allow } => {
+            h.insert(http::header::ALLOW, allow.clone());
+        }
+        // RFC 6750 §3: the challenge says why, never what the token held.
+        Error::Unauthorized(_) | Error::Forbidden => {
+            let code = if matches!(err, Error::Forbidden) {
+                "insufficient_scope"
+            } else {
+                "invalid_token"
+            };
+            let description = message.replace(['"', '\\'], "'");
+            let challenge = format!(
+                "Bearer realm=\"aether-gateway\", error=\"{code}\", error_description=\"{description}\""
+            );
+            if let Ok(v) = http::HeaderValue::from_str(&challenge) {
+                h.insert(http::header::WWW_AUTHENTICATE, v);
+            }
+        }
+        Error::AuthUnavailable => {
+            h.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+        }
+        _ => {}
     }
     resp
 }

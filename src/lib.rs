@@ -32,6 +32,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod dispatch;
@@ -40,7 +41,7 @@ pub mod router;
 pub mod runtime;
 pub mod upstream;
 
-pub use auth::Token;
+pub use auth::{AuthMiddleware, AuthValidationPolicy, Token};
 pub use dispatch::{DispatchContext, Dispatcher};
 pub use error::Error;
 pub use router::{HttpMethod, RateLimitRule, Route, Router, ServiceTarget};

@@ -22,7 +22,7 @@ pub struct FileConfig {
     pub routes: Vec<RouteFile>,
     /// Sections of later releases: rejected with "not yet supported" rather than ignored.
     #[serde(default)]
-    pub auth: Option<Spanned<toml::Value>>,
+    pub auth: Option<Spanned<AuthFile>>,
     /// See `auth`.
     #[serde(default)]
     pub rate_limit: Option<Spanned<toml::Value>>,
@@ -215,4 +215,118 @@ pub struct RouteFile {
     pub max_request_body_bytes: Option<u64>,
     /// Per-route rate limit (parsed and carried; enforcement comes with `[rate_limit]`).
     pub rate_limit: Option<Spanned<RateLimitFile>>,
+    /// Who may call the route when `[auth]` is configured (default `required`).
+    pub auth: Option<Spanned<AuthModeFile>>,
+    /// The token must carry one of these roles.
+    pub roles: Option<Spanned<Vec<String>>>,
+    /// The token must carry all of these scopes.
+    pub scopes: Option<Spanned<Vec<String>>>,
+    /// Keep the client's `Authorization` header when forwarding (default false).
+    pub forward_authorization: Option<Spanned<bool>>,
+}
+
+/// `auth = "..."` on a route.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthModeFile {
+    /// No token needed.
+    Public,
+    /// A valid token needed.
+    Required,
+    /// A token validated when present.
+    Optional,
+}
+
+/// `[auth]`: JWT validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    /// `iss` must equal this.
+    pub issuer: Spanned<String>,
+    /// `aud` must name one of these (no check when empty).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Claims that must be present and non-empty.
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    /// Accepted algorithms (default: every supported one the keys allow).
+    pub algorithms: Option<Vec<Spanned<String>>>,
+    /// Clock-skew allowance for exp/nbf/iat.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    /// A JWKS document on disk (relative to the config file).
+    pub jwks_file: Option<Spanned<String>>,
+    /// A JWKS URL, fetched at start and refreshed.
+    pub jwks_url: Option<Spanned<String>>,
+    /// Shortest refresh interval; also the unknown-kid refetch rate limit.
+    #[serde(default = "default_jwks_min")]
+    pub jwks_refresh_min_seconds: Spanned<u64>,
+    /// Longest time a fetched set is used without refetching.
+    #[serde(default = "default_jwks_max")]
+    pub jwks_refresh_max_seconds: Spanned<u64>,
+    /// Time allowed for one JWKS fetch.
+    #[serde(default = "default_jwks_timeout")]
+    pub jwks_fetch_timeout_ms: u64,
+    /// Further keys: PEM public keys and HMAC secrets.
+    #[serde(default)]
+    pub keys: Vec<KeyFile>,
+    /// Header carrying `sub` upstream.
+    #[serde(default = "default_user_header")]
+    pub user_header: Spanned<String>,
+    /// Header carrying the roles upstream (comma-separated).
+    #[serde(default = "default_roles_header")]
+    pub roles_header: Spanned<String>,
+    /// Claim holding the roles.
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// Longest token accepted, in bytes.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+    /// Verified tokens kept in the cache.
+    #[serde(default = "default_token_cache_size")]
+    pub token_cache_size: usize,
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+fn default_jwks_min() -> Spanned<u64> {
+    Spanned::new(0..0, 60)
+}
+fn default_jwks_max() -> Spanned<u64> {
+    Spanned::new(0..0, 86_400)
+}
+fn default_jwks_timeout() -> u64 {
+    5_000
+}
+fn default_user_header() -> Spanned<String> {
+    Spanned::new(0..0, "x-aether-user".to_owned())
+}
+fn default_roles_header() -> Spanned<String> {
+    Spanned::new(0..0, "x-aether-roles".to_owned())
+}
+fn default_roles_claim() -> String {
+    "role".to_owned()
+}
+fn default_max_token_bytes() -> usize {
+    8 * 1024
+}
+fn default_token_cache_size() -> usize {
+    10_000
+}
+
+/// `[[auth.keys]]`: one static key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    /// Key id matched against the token's `kid` (any token when absent).
+    pub kid: Option<String>,
+    /// The one algorithm this key verifies.
+    pub algorithm: Spanned<String>,
+    /// A PEM public key file (relative to the config file).
+    pub pem_file: Option<Spanned<String>>,
+    /// An environment variable holding an HMAC secret.
+    pub secret_env: Option<Spanned<String>>,
+    /// A file holding an HMAC secret (trailing newline ignored).
+    pub secret_file: Option<Spanned<String>>,
 }

@@ -1,9 +1,11 @@
 //! Configuration: the TOML file ([`file`]), its validation ([`validate`]) and
 //! the compiled [`Snapshot`] requests run against.
 
+pub mod auth;
 pub mod file;
 pub mod snapshot;
 pub mod validate;
 
+pub use auth::IdentityHeaders;
 pub use snapshot::{ServerSettings, Snapshot};
 pub use validate::{ConfigError, GatewayConfig, load, parse};

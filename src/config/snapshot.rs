@@ -23,6 +23,11 @@ pub struct Snapshot {
     pub client_body_timeout: Duration,
     /// Path normalisation rules.
     pub path_options: crate::router::PathOptions,
+    /// JWT validation, when `[auth]` is configured.
+    pub auth: Option<std::sync::Arc<crate::auth::AuthMiddleware>>,
+    /// Headers carrying the validated identity upstream; always stripped
+    /// from clients.
+    pub identity_headers: super::auth::IdentityHeaders,
 }
 
 impl Default for Snapshot {
@@ -34,6 +39,8 @@ impl Default for Snapshot {
             max_request_body_bytes: 16 * 1024 * 1024,
             client_body_timeout: Duration::from_secs(30),
             path_options: crate::router::PathOptions::default(),
+            auth: None,
+            identity_headers: super::auth::IdentityHeaders::default(),
         }
     }
 }

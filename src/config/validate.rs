@@ -11,7 +11,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use toml::Spanned;
 
-use super::file::{FileConfig, HostFile, ProtocolFile, RouteFile, ServiceFile};
+use super::file::{AuthModeFile, FileConfig, HostFile, ProtocolFile, RouteFile, ServiceFile};
+use crate::auth::{AuthMode, RouteAuth};
 use super::snapshot::{ServerSettings, Snapshot};
 use crate::dispatch::Dispatcher;
 use crate::dispatch::forwarded::TrustedProxies;
@@ -60,13 +61,13 @@ pub struct GatewayConfig {
     pub warnings: Vec<String>,
 }
 
-struct Ctx<'a> {
-    file: &'a Path,
+pub(super) struct Ctx<'a> {
+    pub(super) file: &'a Path,
     text: &'a str,
 }
 
 impl Ctx<'_> {
-    fn at(
+    pub(super) fn at(
         &self,
         span: std::ops::Range<usize>,
         field: impl Into<String>,
@@ -82,7 +83,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn spanned<T>(
+    pub(super) fn spanned<T>(
         &self,
         s: &Spanned<T>,
         field: impl Into<String>,
@@ -162,7 +163,6 @@ fn friendly(message: &str) -> String {
 fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
     let mut warnings = Vec::new();
     for (name, section) in [
-        ("auth", &raw.auth),
         ("rate_limit", &raw.rate_limit),
         ("health", &raw.health),
         ("geo", &raw.geo),
@@ -180,6 +180,13 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
     }
 
     let server = build_server(cx, &raw)?;
+    let (auth, identity_headers) = match &raw.auth {
+        Some(a) => {
+            let (mw, headers) = super::auth::build(cx, a, &mut warnings)?;
+            (Some(super::auth::shared(mw)), headers)
+        }
+        None => (None, super::auth::IdentityHeaders::default()),
+    };
     let mut dispatcher = Dispatcher::new();
     let mut known: HashMap<&str, ()> = HashMap::new();
     for (i, svc) in raw.services.iter().enumerate() {
@@ -201,7 +208,7 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
 
     let mut router = Router::new();
     for (i, r) in raw.routes.iter().enumerate() {
-        add_routes(cx, i, r, &raw.routes, &known, &mut router)?;
+        add_routes(cx, i, r, &raw.routes, &known, auth.is_some(), &mut router)?;
         if r.rate_limit.is_some() {
             warnings.push(format!(
                 "routes[{i}].rate_limit is carried but not enforced yet (no [rate_limit] support in this version)"
@@ -241,8 +248,63 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
             path_options: crate::router::PathOptions {
                 allow_encoded_slashes: raw.server.allow_encoded_slashes,
             },
+            auth,
+            identity_headers,
         },
         warnings,
+    })
+}
+
+/// A route's auth settings; without `[auth]` only `auth = "public"` is allowed.
+fn route_auth(
+    cx: &Ctx<'_>,
+    i: usize,
+    r: &RouteFile,
+    auth_configured: bool,
+) -> Result<RouteAuth, ConfigError> {
+    let field = |f: &str| format!("routes[{i}].{f}");
+    let mode = r.auth.as_ref().map(|m| *m.get_ref());
+    if !auth_configured {
+        let needs = |f: &str, span| cx.at(span, field(f), "needs an [auth] section");
+        if let Some(m) = &r.auth
+            && *m.get_ref() != AuthModeFile::Public
+        {
+            return Err(needs("auth", m.span()));
+        }
+        if let Some(x) = &r.roles {
+            return Err(needs("roles", x.span()));
+        }
+        if let Some(x) = &r.scopes {
+            return Err(needs("scopes", x.span()));
+        }
+    }
+    let mode = match mode {
+        Some(AuthModeFile::Public) => AuthMode::Public,
+        Some(AuthModeFile::Optional) => AuthMode::Optional,
+        Some(AuthModeFile::Required) => AuthMode::Required,
+        None if auth_configured => AuthMode::Required,
+        None => AuthMode::Public,
+    };
+    let roles = r.roles.as_ref().map(|x| x.get_ref().clone()).unwrap_or_default();
+    let scopes = r.scopes.as_ref().map(|x| x.get_ref().clone()).unwrap_or_default();
+    if mode == AuthMode::Public
+        && let Some(x) = r.roles.as_ref().or(r.scopes.as_ref())
+    {
+        return Err(cx.spanned(
+            x,
+            field("auth"),
+            "a public route cannot require roles or scopes",
+        ));
+    }
+    Ok(RouteAuth {
+        mode,
+        roles,
+        scopes,
+        // Kept by default only where the gateway did not consume it.
+        forward_authorization: r
+            .forward_authorization
+            .as_ref()
+            .map_or(mode == AuthMode::Public, |f| *f.get_ref()),
     })
 }
 
@@ -375,6 +437,7 @@ fn add_routes(
     r: &RouteFile,
     all_routes: &[RouteFile],
     services: &HashMap<&str, ()>,
+    auth_configured: bool,
     router: &mut Router,
 ) -> Result<(), ConfigError> {
     let field = |f: &str| format!("routes[{i}].{f}");
@@ -412,6 +475,7 @@ fn add_routes(
             ),
         ));
     }
+    let route_auth = route_auth(cx, i, r, auth_configured)?;
     let policy = RoutePolicy {
         timeout: r
             .timeout_ms
@@ -422,6 +486,7 @@ fn add_routes(
         strip_prefix: r.strip_prefix.as_ref().map(|s| s.get_ref().clone()),
         add_prefix: r.add_prefix.as_ref().map(|s| s.get_ref().clone()),
         max_request_body_bytes: r.max_request_body_bytes,
+        auth: route_auth,
     };
     if let Some(t) = &r.timeout_ms
         && *t.get_ref() == 0

@@ -73,10 +73,15 @@ static CLIENT_CLAIMS: [HeaderName; 14] = [
 /// and every header whose name has an underscore: CGI-style stacks read
 /// `X_Real_IP` as `X-Real-IP`, so such a name would slip past the rules
 /// above (nginx drops them by default too).
-pub fn strip_spoofable(headers: &mut HeaderMap, peer_trusted: bool) {
+///
+/// `identity` names the headers that carry the validated identity upstream
+/// (`x-aether-user`, `x-aether-roles` by default): only the gateway sets
+/// them, so a client's own are always removed, on public routes too.
+pub fn strip_spoofable(headers: &mut HeaderMap, peer_trusted: bool, identity: [&HeaderName; 2]) {
     let spoofable = |name: &HeaderName| {
         name.as_str().contains('_')
             || OVERRIDES.contains(name)
+            || identity.contains(&name)
             || (!peer_trusted && CLIENT_CLAIMS.contains(name))
     };
     // One pass over the names; removal (rare) only for what was found.
@@ -87,6 +92,25 @@ pub fn strip_spoofable(headers: &mut HeaderMap, peer_trusted: bool) {
     for name in found {
         headers.remove(name);
     }
+}
+
+/// Headers the gateway sets or manages itself, which configuration may not
+/// reuse for another purpose (e.g. as the identity header).
+pub fn is_reserved(name: &HeaderName) -> bool {
+    fixed_hop_by_hop().contains(&name)
+        || [
+            &header::HOST,
+            &header::AUTHORIZATION,
+            &header::CONTENT_LENGTH,
+            &header::COOKIE,
+            &header::VIA,
+            &X_REQUEST_ID,
+            &X_FORWARDED_FOR,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &X_REAL_IP,
+        ]
+        .contains(&name)
 }
 
 /// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 upstreams need

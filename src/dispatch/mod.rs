@@ -27,8 +27,9 @@ use crate::upstream::{Endpoint, HostPolicy, Service, UpstreamProtocol};
 pub struct DispatchContext {
     /// The route the request matched.
     pub route: Arc<RouteEntry>,
-    /// The validated token, when the route required one.
-    pub token: Option<Token>,
+    /// The validated token, when the request carried one (shared with the
+    /// token cache: no copy per request).
+    pub token: Option<Arc<Token>>,
     /// The client's region (empty when unknown).
     pub client_region: String,
 }

@@ -24,6 +24,7 @@ use super::DispatchContext;
 use super::headers::{
     self as h, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
 };
+use crate::auth::{AuthError, AuthMiddleware, AuthMode, RouteAuth, Verified};
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::Snapshot;
 use crate::error::{Blame, Error, error_response};
@@ -77,6 +78,15 @@ pub(crate) async fn handle(
         Ok(resp) => resp,
         Err(err) => {
             match err.blame() {
+                // Refused credentials are worth seeing at the default level
+                // (the reason only: the token itself is never logged).
+                Blame::Client if matches!(err, Error::Unauthorized(_) | Error::Forbidden) => {
+                    let reason = match &err {
+                        Error::Unauthorized(e) => e.reason(),
+                        _ => "forbidden",
+                    };
+                    tracing::info!(%client_ip, %method, reason, error = %err, "request refused by auth")
+                }
                 Blame::Client => {
                     tracing::debug!(%client_ip, %method, error = %err, "request rejected")
                 }
@@ -121,6 +131,14 @@ async fn proxy(
     };
     let route = m.entry;
 
+    // Auth right after routing (the route says what it needs) and before
+    // anything else is read or sent: an unauthenticated client learns
+    // nothing about body limits or upstreams.
+    let verified = match &snap.auth {
+        Some(auth) => authorize(auth, &route.policy.auth, req.headers()).await?,
+        None => None,
+    };
+
     let limit = route
         .policy
         .max_request_body_bytes
@@ -155,7 +173,19 @@ async fn proxy(
     let hdrs = &mut parts.headers;
     let peer_trusted = snap.trusted_proxies.contains(conn.peer_ip);
     h::strip_hop_by_hop(hdrs, upgrade);
-    h::strip_spoofable(hdrs, peer_trusted);
+    let ids = &snap.identity_headers;
+    h::strip_spoofable(hdrs, peer_trusted, [&ids.user, &ids.roles]);
+    if !route.policy.auth.forward_authorization {
+        hdrs.remove(header::AUTHORIZATION);
+    }
+    if let Some(v) = &verified {
+        if let Some(user) = &v.user_header {
+            hdrs.insert(&ids.user, user.clone());
+        }
+        if let Some(roles) = &v.roles_header {
+            hdrs.insert(&ids.roles, roles.clone());
+        }
+    }
     if version == Version::HTTP_2 {
         h::join_cookies(hdrs);
     }
@@ -176,7 +206,7 @@ async fn proxy(
 
     let ctx = DispatchContext {
         route: Arc::clone(route),
-        token: None,
+        token: verified.map(|v| Arc::clone(&v.token)),
         client_region: String::new(),
     };
     let upstream_req = Request::from_parts(
@@ -209,6 +239,31 @@ async fn proxy(
         });
     }
     Ok(resp)
+}
+
+/// Check the route's auth requirement: the verified token, if one was
+/// needed or offered.
+async fn authorize(
+    auth: &AuthMiddleware,
+    rule: &RouteAuth,
+    headers: &http::HeaderMap,
+) -> Result<Option<Arc<Verified>>, Error> {
+    if rule.mode == AuthMode::Public {
+        return Ok(None);
+    }
+    let token = match crate::auth::bearer(headers) {
+        Ok(t) => t,
+        Err(AuthError::Missing) if rule.mode == AuthMode::Optional => return Ok(None),
+        Err(e) => return Err(Error::Unauthorized(e)),
+    };
+    let verified = auth.authenticate(token).await.map_err(|e| match e {
+        AuthError::KeysUnavailable => Error::AuthUnavailable,
+        e => Error::Unauthorized(e),
+    })?;
+    if !rule.permits(&verified.token) {
+        return Err(Error::Forbidden);
+    }
+    Ok(Some(verified))
 }
 
 /// `X-Forwarded-For` (appended), `-Proto`, `-Host` (kept only from trusted proxies) and `Via`.

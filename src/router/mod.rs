@@ -192,6 +192,8 @@ pub struct RoutePolicy {
     pub add_prefix: Option<String>,
     /// Request body cap for this route; `None` uses the server's cap.
     pub max_request_body_bytes: Option<u64>,
+    /// Who may call the route (public unless `[auth]` is configured).
+    pub auth: crate::auth::RouteAuth,
 }
 
 impl Default for RoutePolicy {
@@ -201,6 +203,11 @@ impl Default for RoutePolicy {
             strip_prefix: None,
             add_prefix: None,
             max_request_body_bytes: None,
+            auth: crate::auth::RouteAuth {
+                mode: crate::auth::AuthMode::Public,
+                forward_authorization: true,
+                ..Default::default()
+            },
         }
     }
 }

@@ -197,6 +197,11 @@ async fn serve(
 ) {
     // Cancelled when the drain deadline passes: connections still open are cut.
     let hard_stop = CancellationToken::new();
+    // Background work of the config (JWKS refresh) stops with the listener.
+    let background = shutdown.child_token();
+    if let Some(remote) = snapshot.auth.as_ref().and_then(|a| a.remote()) {
+        tokio::spawn(Arc::clone(remote).run(background.clone()));
+    }
     let shared = Arc::new(Shared {
         snapshot: arc_swap::ArcSwap::from_pointee(snapshot),
         tunnels: TaskTracker::new(),

@@ -665,8 +665,88 @@ service = "world-service"
 
     #[test]
     fn later_sections_are_rejected_not_ignored() {
-        let e = err("[auth]\nissuer = \"aether-auth\"\n");
-        assert_eq!((e.line, e.field.as_str()), (1, "auth"));
+        let e = err("[geo]\ndefault_region = \"us-east\"\n");
+        assert_eq!((e.line, e.field.as_str()), (1, "geo"));
         assert!(e.message.contains("not yet supported"), "{e}");
+    }
+
+    const SVC: &str = "[[services]]\nname = \"w\"\n";
+
+    #[test]
+    fn auth_errors_name_line_and_field() {
+        let cases: &[(&str, usize, &str, &str)] = &[
+            (
+                "[auth]\nissuer = \"a\"\nalgorithms = [\"RS256\", \"none\"]\njwks_url = \"https://a/j\"\n",
+                3,
+                "auth.algorithms[1]",
+                "never accepted",
+            ),
+            (
+                "[auth]\nissuer = \"a\"\nalgorithms = [\"ES512\"]\njwks_url = \"https://a/j\"\n",
+                3,
+                "auth.algorithms[0]",
+                "unsupported algorithm",
+            ),
+            ("[auth]\nissuer = \"a\"\n", 1, "auth", "no keys"),
+            (
+                "[auth]\nissuer = \"a\"\njwks_file = \"/nonexistent/jwks.json\"\n",
+                3,
+                "auth.jwks_file",
+                "cannot read",
+            ),
+            (
+                "[auth]\nissuer = \"a\"\njwks_url = \"ftp://a/j\"\n",
+                3,
+                "auth.jwks_url",
+                "http:// or https://",
+            ),
+            (
+                "[auth]\nissuer = \"a\"\n[[auth.keys]]\nalgorithm = \"HS256\"\nsecret_env = \"AETHER_TEST_SURELY_UNSET_VAR\"\n",
+                5,
+                "auth.keys[0].secret_env",
+                "is not set",
+            ),
+            (
+                "[auth]\nissuer = \"a\"\n[[auth.keys]]\nalgorithm = \"RS256\"\n",
+                4,
+                "auth.keys[0]",
+                "exactly one of",
+            ),
+            (
+                "[auth]\nissuer = \"a\"\njwks_url = \"https://a/j\"\nuser_header = \"x-forwarded-for\"\n",
+                4,
+                "auth.user_header",
+                "manages itself",
+            ),
+            (
+                "[auth]\nissuer = \"a\"\njwks_url = \"https://a/j\"\nbogus = 1\n",
+                4,
+                "auth.bogus",
+                "unknown field",
+            ),
+        ];
+        for (text, line, field, msg) in cases {
+            let e = err(text);
+            assert_eq!((e.line, e.field.as_str()), (*line, *field), "{text}: {e}");
+            assert!(e.message.contains(msg), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn route_auth_needs_the_auth_section() {
+        let text = format!(
+            "{SVC}[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nservice = \"w\"\nroles = [\"admin\"]\n"
+        );
+        let e = err(&text);
+        assert_eq!((e.line, e.field.as_str()), (7, "routes[0].roles"), "{e}");
+        assert!(e.message.contains("needs an [auth] section"), "{e}");
+        let text = format!(
+            "{SVC}[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nservice = \"w\"\nauth = \"required\"\n"
+        );
+        assert_eq!(err(&text).field, "routes[0].auth");
+        let text = format!(
+            "{SVC}[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nservice = \"w\"\nauth = \"public\"\n"
+        );
+        assert!(parse(&text, Path::new("t.toml")).is_ok());
     }
 }

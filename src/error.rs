@@ -177,7 +177,10 @@ pub fn error_response(
             }
         }
         Error::AuthUnavailable => {
-            h.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+            h.insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("5"),
+            );
         }
         _ => {}
     }

@@ -5,8 +5,8 @@ mod support;
 
 use std::sync::Arc;
 
-use aether_gateway::auth::keys::{KeySet, VerifyKey, parse_jwks, SUPPORTED};
 use aether_gateway::auth::AuthError;
+use aether_gateway::auth::keys::{KeySet, SUPPORTED, VerifyKey, parse_jwks};
 use aether_gateway::clock::ManualClock;
 use aether_gateway::{AuthMiddleware, AuthValidationPolicy};
 use base64::Engine;
@@ -71,7 +71,9 @@ fn every_algorithm_verifies_through_jwks_and_pem() {
     let refs: Vec<&TestKey> = keys.iter().collect();
     let (mw, _) = middleware(&refs);
     for k in &keys {
-        let t = mw.validate(&k.sign(&claims())).unwrap_or_else(|e| panic!("{:?}: {e}", k.alg));
+        let t = mw
+            .validate(&k.sign(&claims()))
+            .unwrap_or_else(|e| panic!("{:?}: {e}", k.alg));
         assert_eq!(t.subject, "player-7");
         assert_eq!(t.roles, ["player", "creator"]);
         assert_eq!(t.expires_at, NOW + 600);
@@ -82,12 +84,22 @@ fn every_algorithm_verifies_through_jwks_and_pem() {
             _ => unreachable!(),
         };
         let clock = ManualClock::new(NOW);
-        let mw2 = AuthMiddleware::new(policy()).with_clock(clock).with_key(single);
-        assert_eq!(mw2.validate(&k.sign(&claims())).unwrap().subject, "player-7", "{:?} via PEM/secret", k.alg);
+        let mw2 = AuthMiddleware::new(policy())
+            .with_clock(clock)
+            .with_key(single);
+        assert_eq!(
+            mw2.validate(&k.sign(&claims())).unwrap().subject,
+            "player-7",
+            "{:?} via PEM/secret",
+            k.alg
+        );
     }
     // A signature by another key of the same kind does not verify.
     let other = TestKey::ec(Algorithm::ES256, "es256");
-    assert_eq!(mw.validate(&other.sign(&claims())), Err(AuthError::BadSignature));
+    assert_eq!(
+        mw.validate(&other.sign(&claims())),
+        Err(AuthError::BadSignature)
+    );
 }
 
 #[test]
@@ -98,8 +110,15 @@ fn alg_none_is_refused_in_any_spelling() {
     for alg in ["none", "None", "NONE", "nOnE"] {
         let header = URL_SAFE_NO_PAD.encode(json!({"alg": alg, "kid": "k1"}).to_string());
         // With an empty signature (the usual attack) and with some bytes.
-        assert_eq!(mw.validate(&format!("{header}.{body}.")), Err(AuthError::Malformed("token has an empty part")));
-        assert_eq!(mw.validate(&format!("{header}.{body}.AAAA")), Err(AuthError::Algorithm), "{alg}");
+        assert_eq!(
+            mw.validate(&format!("{header}.{body}.")),
+            Err(AuthError::Malformed("token has an empty part"))
+        );
+        assert_eq!(
+            mw.validate(&format!("{header}.{body}.AAAA")),
+            Err(AuthError::Algorithm),
+            "{alg}"
+        );
     }
 }
 
@@ -110,7 +129,10 @@ fn rsa_public_key_as_hmac_secret_is_refused() {
     let pem = k.public_pem.clone().unwrap();
     // The classic confusion: HS256 keyed with the RSA public key's bytes,
     // naming the RSA key's kid (and without kid).
-    for header in [json!({"alg": "HS256", "kid": "k1"}), json!({"alg": "HS256"})] {
+    for header in [
+        json!({"alg": "HS256", "kid": "k1"}),
+        json!({"alg": "HS256"}),
+    ] {
         let forged = support::jwt::hs256_with_secret(pem.as_bytes(), &header, &claims());
         assert_eq!(mw.validate(&forged), Err(AuthError::Algorithm), "{header}");
     }
@@ -119,7 +141,11 @@ fn rsa_public_key_as_hmac_secret_is_refused() {
         .with_clock(ManualClock::new(NOW))
         .with_algorithms(vec![Algorithm::HS256])
         .with_key(VerifyKey::pem(pem.as_bytes(), Algorithm::RS256, Some("k1".into())).unwrap());
-    let forged = support::jwt::hs256_with_secret(pem.as_bytes(), &json!({"alg": "HS256", "kid": "k1"}), &claims());
+    let forged = support::jwt::hs256_with_secret(
+        pem.as_bytes(),
+        &json!({"alg": "HS256", "kid": "k1"}),
+        &claims(),
+    );
     assert_eq!(mw.validate(&forged), Err(AuthError::Algorithm));
 }
 
@@ -134,7 +160,14 @@ fn only_configured_algorithms_and_the_keys_own_alg() {
     let mw = AuthMiddleware::new(policy())
         .with_clock(clock.clone())
         .with_algorithms(vec![Algorithm::ES256])
-        .with_key(VerifyKey::pem(k.public_pem.as_ref().unwrap().as_bytes(), Algorithm::RS256, None).unwrap());
+        .with_key(
+            VerifyKey::pem(
+                k.public_pem.as_ref().unwrap().as_bytes(),
+                Algorithm::RS256,
+                None,
+            )
+            .unwrap(),
+        );
     assert_eq!(mw.validate(&k.sign(&claims())), Err(AuthError::Algorithm));
     // The JWK says alg RS256: a PS256 token by the same RSA key is refused.
     let (mw, _) = middleware(&[&k]);
@@ -149,7 +182,10 @@ fn unknown_kid_and_embedded_keys_are_not_trusted() {
     let k = TestKey::ec(Algorithm::ES256, "k1");
     let (mw, _) = middleware(&[&k]);
     let attacker = TestKey::ec(Algorithm::ES256, "k2");
-    assert_eq!(mw.validate(&attacker.sign(&claims())), Err(AuthError::UnknownKey));
+    assert_eq!(
+        mw.validate(&attacker.sign(&claims())),
+        Err(AuthError::UnknownKey)
+    );
     // jwk / jku / x5u in the header name the attacker's key: never followed.
     for extra in [
         json!({"alg": "ES256", "kid": "k1", "jwk": attacker.jwk}),
@@ -159,7 +195,10 @@ fn unknown_kid_and_embedded_keys_are_not_trusted() {
         let t = attacker.sign_raw_header(&extra, &claims());
         assert_eq!(mw.validate(&t), Err(AuthError::BadSignature), "{extra}");
     }
-    let t = k.sign_raw_header(&json!({"alg": "ES256", "kid": "k1", "crit": ["exp"]}), &claims());
+    let t = k.sign_raw_header(
+        &json!({"alg": "ES256", "kid": "k1", "crit": ["exp"]}),
+        &claims(),
+    );
     assert_eq!(mw.validate(&t), Err(AuthError::Critical));
 }
 
@@ -180,8 +219,14 @@ fn expiry_and_leeway_at_the_exact_second() {
     assert_eq!(mw.validate(&t2), Err(AuthError::Expired));
     let t3 = k.sign(&with(claims(), "exp", json!(NOW - 29)));
     assert!(mw.validate(&t3).is_ok());
-    assert_eq!(mw.validate(&k.sign(&with(claims(), "exp", Value::Null))), Err(AuthError::NoExpiry));
-    assert_eq!(mw.validate(&k.sign(&with(claims(), "exp", json!("soon")))), Err(AuthError::NoExpiry));
+    assert_eq!(
+        mw.validate(&k.sign(&with(claims(), "exp", Value::Null))),
+        Err(AuthError::NoExpiry)
+    );
+    assert_eq!(
+        mw.validate(&k.sign(&with(claims(), "exp", json!("soon")))),
+        Err(AuthError::NoExpiry)
+    );
 }
 
 #[test]
@@ -190,25 +235,55 @@ fn nbf_and_iat_in_the_future() {
     let (mw, clock) = middleware(&[&k]);
     let nbf = k.sign(&with(claims(), "nbf", json!(NOW + 31)));
     assert_eq!(mw.validate(&nbf), Err(AuthError::NotYetValid));
-    assert!(mw.validate(&k.sign(&with(claims(), "nbf", json!(NOW + 30)))).is_ok());
+    assert!(
+        mw.validate(&k.sign(&with(claims(), "nbf", json!(NOW + 30))))
+            .is_ok()
+    );
     clock.set(NOW + 1);
     assert!(mw.validate(&nbf).is_ok());
     clock.set(NOW);
-    assert_eq!(mw.validate(&k.sign(&with(claims(), "iat", json!(NOW + 31)))), Err(AuthError::IssuedInFuture));
-    assert!(mw.validate(&k.sign(&with(claims(), "iat", json!(NOW + 30)))).is_ok());
+    assert_eq!(
+        mw.validate(&k.sign(&with(claims(), "iat", json!(NOW + 31)))),
+        Err(AuthError::IssuedInFuture)
+    );
+    assert!(
+        mw.validate(&k.sign(&with(claims(), "iat", json!(NOW + 30))))
+            .is_ok()
+    );
 }
 
 #[test]
 fn issuer_and_audience() {
     let k = TestKey::hmac(Algorithm::HS256, "k1", 32);
     let (mw, _) = middleware(&[&k]);
-    assert_eq!(mw.validate(&k.sign(&with(claims(), "iss", json!("evil")))), Err(AuthError::Issuer));
-    assert_eq!(mw.validate(&k.sign(&with(claims(), "iss", Value::Null))), Err(AuthError::Issuer));
-    assert_eq!(mw.validate(&k.sign(&with(claims(), "aud", json!(["other", "another"])))), Err(AuthError::Audience));
-    assert_eq!(mw.validate(&k.sign(&with(claims(), "aud", json!("other")))), Err(AuthError::Audience));
-    assert_eq!(mw.validate(&k.sign(&with(claims(), "aud", Value::Null))), Err(AuthError::Audience));
-    assert!(mw.validate(&k.sign(&with(claims(), "aud", json!(["other", "aether-api"])))).is_ok());
-    assert!(mw.validate(&k.sign(&with(claims(), "aud", json!("aether-api")))).is_ok());
+    assert_eq!(
+        mw.validate(&k.sign(&with(claims(), "iss", json!("evil")))),
+        Err(AuthError::Issuer)
+    );
+    assert_eq!(
+        mw.validate(&k.sign(&with(claims(), "iss", Value::Null))),
+        Err(AuthError::Issuer)
+    );
+    assert_eq!(
+        mw.validate(&k.sign(&with(claims(), "aud", json!(["other", "another"])))),
+        Err(AuthError::Audience)
+    );
+    assert_eq!(
+        mw.validate(&k.sign(&with(claims(), "aud", json!("other")))),
+        Err(AuthError::Audience)
+    );
+    assert_eq!(
+        mw.validate(&k.sign(&with(claims(), "aud", Value::Null))),
+        Err(AuthError::Audience)
+    );
+    assert!(
+        mw.validate(&k.sign(&with(claims(), "aud", json!(["other", "aether-api"]))))
+            .is_ok()
+    );
+    assert!(
+        mw.validate(&k.sign(&with(claims(), "aud", json!("aether-api"))))
+            .is_ok()
+    );
 }
 
 #[test]
@@ -230,7 +305,10 @@ fn required_claims_present_and_non_empty() {
             assert_eq!(r, Err(AuthError::MissingClaim("role".into())), "{v}");
         }
     }
-    assert_eq!(mw.validate(&k.sign(&with(claims(), "sub", json!("")))), Err(AuthError::MissingClaim("sub".into())));
+    assert_eq!(
+        mw.validate(&k.sign(&with(claims(), "sub", json!("")))),
+        Err(AuthError::MissingClaim("sub".into()))
+    );
 }
 
 #[test]
@@ -253,9 +331,16 @@ fn malformed_tokens_are_refused_cheaply() {
         assert_eq!(mw.validate(t), Err(AuthError::Malformed(why)), "{t:.40}");
     }
     // Bad JSON in the payload, correctly signed.
-    let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","kid":"k1"}"#), URL_SAFE_NO_PAD.encode("not json"));
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","kid":"k1"}"#),
+        URL_SAFE_NO_PAD.encode("not json")
+    );
     let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &k.encoding, Algorithm::HS256).unwrap();
-    assert_eq!(mw.validate(&format!("{input}.{sig}")), Err(AuthError::Malformed("token payload is not a JSON object")));
+    assert_eq!(
+        mw.validate(&format!("{input}.{sig}")),
+        Err(AuthError::Malformed("token payload is not a JSON object"))
+    );
 }
 
 #[test]
@@ -285,9 +370,12 @@ fn rfc7515_appendix_examples() {
         set.push(k);
     }
     let clock = ManualClock::new(1_300_819_380 - 60);
-    let mw = AuthMiddleware::new(AuthValidationPolicy { issuer: "joe".into(), required_claims: vec!["http://example.com/is_root".into()] })
-        .with_clock(clock.clone())
-        .with_keys(&set);
+    let mw = AuthMiddleware::new(AuthValidationPolicy {
+        issuer: "joe".into(),
+        required_claims: vec!["http://example.com/is_root".into()],
+    })
+    .with_clock(clock.clone())
+    .with_keys(&set);
     assert!(mw.validate(a1).is_ok());
     assert!(mw.validate(a2).is_ok());
     // One flipped signature character and they fail.

@@ -60,8 +60,7 @@ pub enum FetchError {
     Document(String),
 }
 
-type HttpsClient =
-    Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// A JWKS URL and the state of its fetches.
 pub struct RemoteJwks {
@@ -135,7 +134,8 @@ impl RemoteJwks {
                     Err(e) => {
                         tracing::warn!(url = %self.config.url, error = %e, retry_in = ?backoff, "JWKS fetch failed; keeping the last good key set");
                         let wait = backoff;
-                        backoff = (backoff * 2).min(self.config.min_refresh.max(Duration::from_secs(1)));
+                        backoff =
+                            (backoff * 2).min(self.config.min_refresh.max(Duration::from_secs(1)));
                         wait
                     }
                 }
@@ -251,7 +251,10 @@ mod tests {
 
     #[test]
     fn cache_control() {
-        assert_eq!(max_age(&h("public, max-age=120")), Some(Duration::from_secs(120)));
+        assert_eq!(
+            max_age(&h("public, max-age=120")),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(max_age(&h("MAX-AGE = 7")), Some(Duration::from_secs(7)));
         assert_eq!(max_age(&h("max-age=120, no-store")), Some(Duration::ZERO));
         assert_eq!(max_age(&h("public")), None);

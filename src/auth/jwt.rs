@@ -77,11 +77,14 @@ pub(crate) fn parse(token: &str, max_bytes: usize) -> Result<Parsed<'_>, AuthErr
 }
 
 /// Decode the payload into a claims object.
-pub(crate) fn claims(payload_b64: &str) -> Result<serde_json::Map<String, serde_json::Value>, AuthError> {
+pub(crate) fn claims(
+    payload_b64: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, AuthError> {
     let json = URL_SAFE_NO_PAD
         .decode(payload_b64)
         .map_err(|_| AuthError::Malformed("token payload is not base64url"))?;
-    serde_json::from_slice(&json).map_err(|_| AuthError::Malformed("token payload is not a JSON object"))
+    serde_json::from_slice(&json)
+        .map_err(|_| AuthError::Malformed("token payload is not a JSON object"))
 }
 
 #[cfg(test)]
@@ -108,7 +111,10 @@ mod tests {
             (ok.replace('.', ".\n"), "token is not base64url"),
             (format!("{h}..c2ln"), "token has an empty part"),
             (format!("{h}.e30=.c2ln"), "token is not base64url"),
-            ("e30.e30.c2ln".to_string(), "token header is not a JSON object with alg"),
+            (
+                "e30.e30.c2ln".to_string(),
+                "token header is not a JSON object with alg",
+            ),
             ("A.e30.c2ln".to_string(), "token header is not base64url"),
         ] {
             match parse(&bad, 8192) {

@@ -274,11 +274,7 @@ pub fn parse_jwks(
                 continue;
             }
         };
-        let name = jwk
-            .common
-            .key_id
-            .clone()
-            .unwrap_or_else(|| format!("#{i}"));
+        let name = jwk.common.key_id.clone().unwrap_or_else(|| format!("#{i}"));
         match jwk_key(&jwk, allowed, allow_symmetric) {
             Ok(key) => {
                 if let Some(kid) = &key.kid
@@ -338,7 +334,9 @@ fn jwk_key(jwk: &Jwk, allowed: &[Algorithm], allow_symmetric: bool) -> Result<Ve
     if let AlgorithmParameters::OctetKey(_) = jwk.algorithm {
         let len = key.try_get_as_bytes().map_or(0, <[u8]>::len);
         if len < 32 {
-            return Err(format!("an HMAC secret of {len} bytes (at least 32 needed)"));
+            return Err(format!(
+                "an HMAC secret of {len} bytes (at least 32 needed)"
+            ));
         }
     }
     Ok(VerifyKey {

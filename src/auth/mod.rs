@@ -134,13 +134,12 @@ pub struct Verified {
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # use base64::Engine;
 /// # let secret = b"a-test-secret-of-at-least-32-bytes!!";
 /// # let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + 600;
 /// # let token = jsonwebtoken::encode(
 /// #     &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
 /// #     &serde_json::json!({"iss": "aether-auth", "sub": "player-1", "role": "player", "exp": exp}),
-/// #     &jsonwebtoken::EncodingKey::from_secret(secret),
+/// #     &jsonwebtoken::EncodingKey::from_secret(secret)?,
 /// # )?;
 /// use aether_gateway::{AuthMiddleware, AuthValidationPolicy, Token};
 /// let auth = AuthMiddleware::new(AuthValidationPolicy {
@@ -333,8 +332,7 @@ impl AuthMiddleware {
         let now = self.clock.unix_seconds();
         let generation = self.generation.load(Ordering::Relaxed);
         if let Some(v) = self.cache.get(token) {
-            if v.generation == generation && now <= v.token.expires_at.saturating_add(self.leeway)
-            {
+            if v.generation == generation && now <= v.token.expires_at.saturating_add(self.leeway) {
                 return Ok(v);
             }
             self.cache.remove(token);
@@ -344,7 +342,12 @@ impl AuthMiddleware {
         Ok(verified)
     }
 
-    fn verify_uncached(&self, token: &str, now: u64, generation: u64) -> Result<Verified, AuthError> {
+    fn verify_uncached(
+        &self,
+        token: &str,
+        now: u64,
+        generation: u64,
+    ) -> Result<Verified, AuthError> {
         let parsed = jwt::parse(token, self.max_token_bytes)?;
         if parsed.header.crit.is_some() {
             return Err(AuthError::Critical);
@@ -424,7 +427,10 @@ impl AuthMiddleware {
             return Err(AuthError::Expired);
         }
         let early = now.saturating_add(self.leeway);
-        for (name, err) in [("nbf", AuthError::NotYetValid), ("iat", AuthError::IssuedInFuture)] {
+        for (name, err) in [
+            ("nbf", AuthError::NotYetValid),
+            ("iat", AuthError::IssuedInFuture),
+        ] {
             match claims.get(name) {
                 None => {}
                 Some(v) => match numeric_date(Some(v)) {

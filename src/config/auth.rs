@@ -41,8 +41,13 @@ fn resolve(cx: &Ctx<'_>, p: &str) -> PathBuf {
 }
 
 fn header_name(cx: &Ctx<'_>, s: &Spanned<String>, field: &str) -> Result<HeaderName, ConfigError> {
-    let name = HeaderName::from_bytes(s.get_ref().as_bytes())
-        .map_err(|_| cx.spanned(s, field, format!("{:?} is not a valid header name", s.get_ref())))?;
+    let name = HeaderName::from_bytes(s.get_ref().as_bytes()).map_err(|_| {
+        cx.spanned(
+            s,
+            field,
+            format!("{:?} is not a valid header name", s.get_ref()),
+        )
+    })?;
     if crate::dispatch::headers::is_reserved(&name) {
         return Err(cx.spanned(
             s,
@@ -81,7 +86,11 @@ pub(super) fn build(
                 out.push(alg);
             }
             if out.is_empty() {
-                return Err(cx.at(span.clone(), "auth.algorithms", "must list at least one algorithm"));
+                return Err(cx.at(
+                    span.clone(),
+                    "auth.algorithms",
+                    "must list at least one algorithm",
+                ));
             }
             out
         }
@@ -94,7 +103,11 @@ pub(super) fn build(
     if let Some(f) = &a.jwks_file {
         let path = resolve(cx, f.get_ref());
         let doc = std::fs::read(&path).map_err(|e| {
-            cx.spanned(f, "auth.jwks_file", format!("cannot read {}: {e}", path.display()))
+            cx.spanned(
+                f,
+                "auth.jwks_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
         })?;
         let parsed = keys::parse_jwks(&doc, &algorithms, true)
             .map_err(|e| cx.spanned(f, "auth.jwks_file", format!("{}: {e}", path.display())))?;
@@ -120,14 +133,21 @@ pub(super) fn build(
         None => None,
         Some(u) => {
             let uri: http::Uri = u.get_ref().parse().map_err(|_| {
-                cx.spanned(u, "auth.jwks_url", format!("{:?} is not a URL", u.get_ref()))
+                cx.spanned(
+                    u,
+                    "auth.jwks_url",
+                    format!("{:?} is not a URL", u.get_ref()),
+                )
             })?;
             match uri.scheme_str() {
                 Some("https") => {}
                 Some("http") => {
                     let host = uri.host().unwrap_or_default();
                     let loopback = host == "localhost"
-                        || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+                        || host
+                            .trim_matches(['[', ']'])
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback());
                     if !loopback {
                         warnings.push(format!(
                             "auth.jwks_url {uri} is plain http: whoever sits on the path can hand the gateway their own keys; use https"
@@ -218,7 +238,11 @@ fn static_key(
             )
         })?;
     let is_hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
-    let sources = [k.pem_file.is_some(), k.secret_env.is_some(), k.secret_file.is_some()];
+    let sources = [
+        k.pem_file.is_some(),
+        k.secret_env.is_some(),
+        k.secret_file.is_some(),
+    ];
     if sources.iter().filter(|s| **s).count() != 1 {
         return Err(cx.spanned(
             &k.algorithm,
@@ -229,11 +253,19 @@ fn static_key(
     let kid = k.kid.clone();
     if let Some(p) = &k.pem_file {
         if is_hmac {
-            return Err(cx.spanned(p, field("pem_file"), "HMAC algorithms take secret_env or secret_file"));
+            return Err(cx.spanned(
+                p,
+                field("pem_file"),
+                "HMAC algorithms take secret_env or secret_file",
+            ));
         }
         let path = resolve(cx, p.get_ref());
         let pem = std::fs::read(&path).map_err(|e| {
-            cx.spanned(p, field("pem_file"), format!("cannot read {}: {e}", path.display()))
+            cx.spanned(
+                p,
+                field("pem_file"),
+                format!("cannot read {}: {e}", path.display()),
+            )
         })?;
         return VerifyKey::pem(&pem, alg, kid)
             .map_err(|e| cx.spanned(p, field("pem_file"), format!("{}: {e}", path.display())));
@@ -251,7 +283,11 @@ fn static_key(
         let f = k.secret_file.as_ref().expect("one source is set");
         let path = resolve(cx, f.get_ref());
         let mut bytes = std::fs::read(&path).map_err(|e| {
-            cx.spanned(f, field("secret_file"), format!("cannot read {}: {e}", path.display()))
+            cx.spanned(
+                f,
+                field("secret_file"),
+                format!("cannot read {}: {e}", path.display()),
+            )
         })?;
         while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             bytes.pop();

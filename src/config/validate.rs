@@ -12,8 +12,8 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::file::{AuthModeFile, FileConfig, HostFile, ProtocolFile, RouteFile, ServiceFile};
-use crate::auth::{AuthMode, RouteAuth};
 use super::snapshot::{ServerSettings, Snapshot};
+use crate::auth::{AuthMode, RouteAuth};
 use crate::dispatch::Dispatcher;
 use crate::dispatch::forwarded::TrustedProxies;
 use crate::router::{HttpMethod, RateLimitRule, Route, RoutePolicy, Router, ServiceTarget};
@@ -285,8 +285,16 @@ fn route_auth(
         None if auth_configured => AuthMode::Required,
         None => AuthMode::Public,
     };
-    let roles = r.roles.as_ref().map(|x| x.get_ref().clone()).unwrap_or_default();
-    let scopes = r.scopes.as_ref().map(|x| x.get_ref().clone()).unwrap_or_default();
+    let roles = r
+        .roles
+        .as_ref()
+        .map(|x| x.get_ref().clone())
+        .unwrap_or_default();
+    let scopes = r
+        .scopes
+        .as_ref()
+        .map(|x| x.get_ref().clone())
+        .unwrap_or_default();
     if mode == AuthMode::Public
         && let Some(x) = r.roles.as_ref().or(r.scopes.as_ref())
     {

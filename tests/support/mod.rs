@@ -2,6 +2,7 @@
 //! binary), real HTTP clients and raw TCP, all on 127.0.0.1 ephemeral ports.
 #![allow(dead_code)]
 
+pub mod jwks_server;
 pub mod jwt;
 pub mod upstream;
 
@@ -179,21 +180,36 @@ pub fn dead_addr() -> SocketAddr {
 pub struct GatewayProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    log: Option<std::path::PathBuf>,
     _dir: tempfile::TempDir,
 }
 
 impl GatewayProcess {
     /// Start `aether-gateway --config <file>` and wait for its "listening" line.
     pub fn start(config: &str) -> GatewayProcess {
+        Self::spawn(config, "warn", false)
+    }
+
+    /// Like `start`, with `RUST_LOG=<filter>` and stderr kept in a file (`log()`).
+    pub fn start_logged(config: &str, filter: &str) -> GatewayProcess {
+        Self::spawn(config, filter, true)
+    }
+
+    fn spawn(config: &str, filter: &str, capture: bool) -> GatewayProcess {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();
+        let log = capture.then(|| dir.path().join("stderr.log"));
+        let stderr = match &log {
+            Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_aether-gateway"))
             .arg("--config")
             .arg(&path)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", filter)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn aether-gateway");
         let stdout = child.stdout.take().unwrap();
@@ -211,8 +227,15 @@ impl GatewayProcess {
         GatewayProcess {
             child,
             addr,
+            log,
             _dir: dir,
         }
+    }
+
+    /// Everything the process wrote to stderr so far (`start_logged` only).
+    pub fn log(&self) -> String {
+        let p = self.log.as_ref().expect("started with start_logged");
+        std::fs::read_to_string(p).unwrap()
     }
 
     /// Send a signal by name (`TERM`, `INT`).

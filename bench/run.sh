@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load run: the same upstream hit directly, through nginx (keep-alive reverse
-# proxy) and through aether-gateway, in one run, interleaved over several
-# rounds, on loopback only.
+# proxy), through aether-gateway, and through aether-gateway with JWT auth on
+# the route (RS256, one token, so the verified-token cache is what is
+# measured), in one run, interleaved over several rounds, on loopback only.
 #
 #   bench/run.sh [rounds] [seconds-per-run] [connections]     (defaults 3 10 50)
 #
@@ -22,7 +23,7 @@ CONNS=${3:-50}
 LOAD_CPU=0
 SERVER_CPU=1
 
-for tool in wrk nginx taskset; do
+for tool in wrk nginx taskset openssl; do
   if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
     if [ "$(id -u)" = 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light util-linux >/dev/null
@@ -50,7 +51,7 @@ free_port() { python3 - <<'PY' 2>/dev/null || shuf -i 20000-60000 -n 1
 import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])
 PY
 }
-UP_PORT=$(free_port); NG_PORT=$(free_port); GW_PORT=$(free_port)
+UP_PORT=$(free_port); NG_PORT=$(free_port); GW_PORT=$(free_port); GA_PORT=$(free_port)
 
 BODY='{"world_id":"8c1f0e2a","region":"us-east","instance":"world-us-east-1","players":12,"state":"running"}'
 
@@ -108,19 +109,45 @@ path = "/api/v1/worlds/{world_id}"
 service = "world-service"
 EOF
 
+# The auth gateway: the same config plus [auth] with an RS256 public key, and
+# a token signed here with openssl (b64url: base64 without padding, URL-safe).
+b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/jwt.key" 2>/dev/null
+openssl pkey -in "$WORK/jwt.key" -pubout -out "$WORK/jwt.pub"
+jwt_input="$(printf '{"alg":"RS256","typ":"JWT","kid":"bench"}' | b64url).$(printf '{"iss":"aether-auth","aud":"aether-api","sub":"player-7","role":"player","exp":%d}' $(( $(date +%s) + 86400 )) | b64url)"
+TOKEN="$jwt_input.$(printf '%s' "$jwt_input" | openssl dgst -sha256 -sign "$WORK/jwt.key" -binary | b64url)"
+sed "s/127.0.0.1:$GW_PORT/127.0.0.1:$GA_PORT/" "$WORK/gateway.toml" > "$WORK/gateway-auth.toml"
+cat >> "$WORK/gateway-auth.toml" <<EOF
+[auth]
+issuer = "aether-auth"
+audiences = ["aether-api"]
+required_claims = ["sub", "role"]
+algorithms = ["RS256"]
+[[auth.keys]]
+kid = "bench"
+algorithm = "RS256"
+pem_file = "$WORK/jwt.pub"
+EOF
+
 taskset -c $SERVER_CPU "$NGINX" -c "$WORK/up/nginx.conf" -p "$WORK/up"
 taskset -c $SERVER_CPU "$NGINX" -c "$WORK/px/nginx.conf" -p "$WORK/px"
 RUST_LOG=error taskset -c $SERVER_CPU "$GW" --config "$WORK/gateway.toml" >"$WORK/gw.out" 2>&1 &
 GW_PID=$!; PIDS+=("$GW_PID")
+RUST_LOG=error taskset -c $SERVER_CPU "$GW" --config "$WORK/gateway-auth.toml" >"$WORK/ga.out" 2>&1 &
+GA_PID=$!; PIDS+=("$GA_PID")
 
-wait_port() {
+wait_port() { # port [curl args...]
+  local port=$1; shift
   for _ in $(seq 1 200); do
-    curl -fs -o /dev/null "http://127.0.0.1:$1/api/v1/worlds/1" && return 0
+    curl -fs -o /dev/null "$@" "http://127.0.0.1:$port/api/v1/worlds/1" && return 0
     sleep 0.05
   done
-  echo "nothing answers on port $1" >&2; exit 1
+  echo "nothing answers 200 on port $port" >&2; exit 1
 }
 wait_port "$UP_PORT"; wait_port "$NG_PORT"; wait_port "$GW_PORT"
+wait_port "$GA_PORT" -H "Authorization: Bearer $TOKEN"
+# The auth gateway must refuse a request without the token, or it measures nothing.
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$GA_PORT/api/v1/worlds/1")" = 401 ] || { echo "auth gateway does not require a token" >&2; exit 1; }
 
 # Proxy processes whose CPU time is counted.
 nginx_px_pids() { pgrep -f "nginx: .*$WORK/px" || true; pgrep -P "$(cat "$WORK/px/nginx.pid")" || true; cat "$WORK/px/nginx.pid"; }
@@ -142,12 +169,14 @@ to_us() { # wrk latency like 512.00us / 1.23ms / 2.00s -> microseconds
 HZ=$(getconf CLK_TCK)
 
 declare -A RPS P50 P99 CPU SINGLE
-run_one() { # name port pids...
+HDR=()
+run_one() { # name port pids... (wrk also sends the headers in HDR)
   local name=$1 port=$2; shift 2
   local url="http://127.0.0.1:$port/api/v1/worlds/8c1f0e2a"
   local before after out reqs
   before=$(cpu_ticks "$@")
-  out=$(taskset -c $LOAD_CPU wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$url")
+  out=$(taskset -c $LOAD_CPU wrk "${HDR[@]}" -t1 -c"$CONNS" -d"${SECS}s" --latency "$url")
+  if echo "$out" | grep -q "Non-2xx"; then echo "$name: non-2xx answers: $out" >&2; exit 1; fi
   after=$(cpu_ticks "$@")
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   RPS[$name]+="$(echo "$out" | awk '/Requests\/sec/ {print $2}') "
@@ -156,7 +185,7 @@ run_one() { # name port pids...
   if [ $# -gt 0 ]; then
     CPU[$name]+="$(awk -v d=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.2f", d / hz * 1e6 / n }') "
   fi
-  out=$(taskset -c $LOAD_CPU wrk -t1 -c1 -d"$(( SECS / 2 > 1 ? SECS / 2 : 1 ))s" --latency "$url")
+  out=$(taskset -c $LOAD_CPU wrk "${HDR[@]}" -t1 -c1 -d"$(( SECS / 2 > 1 ? SECS / 2 : 1 ))s" --latency "$url")
   SINGLE[$name]+="$(to_us "$(echo "$out" | awk '$1 == "50%" {print $2}')") "
 }
 
@@ -165,7 +194,7 @@ median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR]=$1} END { if (NR == 0)
 echo "rounds=$ROUNDS seconds=$SECS connections=$CONNS nginx=$("$NGINX" -v 2>&1 | sed 's/.*\///') cpus: load=$LOAD_CPU servers=$SERVER_CPU" >&2
 for r in $(seq 1 "$ROUNDS"); do
   # Rotate the order each round so no target always runs first or last.
-  order=("direct" "nginx" "gateway")
+  order=("direct" "nginx" "gateway" "gateway-auth")
   for ((k = 0; k < r - 1; k++)); do order=("${order[@]:1}" "${order[0]}"); done
   for t in "${order[@]}"; do
     echo "round $r: $t" >&2
@@ -173,13 +202,14 @@ for r in $(seq 1 "$ROUNDS"); do
       direct) run_one direct "$UP_PORT" ;;
       nginx) mapfile -t np < <(nginx_px_pids | sort -u); run_one nginx "$NG_PORT" "${np[@]}" ;;
       gateway) run_one gateway "$GW_PORT" "$GW_PID" ;;
+      gateway-auth) HDR=(-H "Authorization: Bearer $TOKEN"); run_one gateway-auth "$GA_PORT" "$GA_PID"; HDR=() ;;
     esac
   done
 done
 
 direct_single=$(echo "${SINGLE[direct]}" | median)
 printf '\n| target | requests/s | p50 µs | p99 µs | single-conn p50 µs | added latency µs | proxy CPU µs/request |\n|---|---|---|---|---|---|---|\n'
-for t in direct nginx gateway; do
+for t in direct nginx gateway gateway-auth; do
   s=$(echo "${SINGLE[$t]}" | median)
   added=$(awk -v a="$s" -v b="$direct_single" 'BEGIN { printf "%.0f", a - b }')
   [ "$t" = direct ] && added="-"
@@ -191,3 +221,6 @@ g_cpu=$(echo "${CPU[gateway]}" | median); n_cpu=$(echo "${CPU[nginx]}" | median)
 g_p99=$(echo "${P99[gateway]}" | median); n_p99=$(echo "${P99[nginx]}" | median)
 awk -v gr="$g_rps" -v nr="$n_rps" -v gc="$g_cpu" -v nc="$n_cpu" -v gp="$g_p99" -v np="$n_p99" 'BEGIN {
   printf "\ngateway/nginx: throughput %.2fx, CPU per request %.2fx, p99 %.2fx\n", gr / nr, gc / nc, gp / np }'
+a_rps=$(echo "${RPS[gateway-auth]}" | median); a_cpu=$(echo "${CPU[gateway-auth]}" | median)
+awk -v ar="$a_rps" -v gr="$g_rps" -v ac="$a_cpu" -v gc="$g_cpu" 'BEGIN {
+  printf "gateway auth on/off: throughput %.3fx, CPU per request %.3fx\n", ar / gr, ac / gc }'

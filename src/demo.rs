@@ -1,5 +1,9 @@
 //! The embedded demo: built-in upstreams and the config that routes to them,
 //! so `aether-gateway` with no arguments proxies real requests at once.
+//!
+//! Auth is on, as in production: a random HMAC secret is made at start and
+//! two tokens signed with it (a player and a creator) are printed, so the
+//! role-gated route can be tried with curl.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -99,6 +103,8 @@ async fn answer(
         "request_id": header("x-request-id"),
         "x_forwarded_for": header("x-forwarded-for"),
         "via": header("via"),
+        "x_aether_user": header("x-aether-user"),
+        "x_aether_roles": header("x-aether-roles"),
     });
     let mut resp = Response::new(Full::new(Bytes::from(json.to_string() + "\n")));
     resp.headers_mut().insert(
@@ -108,10 +114,12 @@ async fn answer(
     Ok(resp)
 }
 
-/// The built-in config routing to `upstreams`, as TOML (the same format as a config file).
-pub fn config_text(listen: SocketAddr, upstreams: &[DemoUpstream]) -> String {
+/// The built-in config routing to `upstreams`, as TOML (the same format as a
+/// config file); the HMAC secret of `[auth]` is read from `secret_file`.
+pub fn config_text(listen: SocketAddr, upstreams: &[DemoUpstream], secret_file: &Path) -> String {
     let mut t = format!(
-        "# Built-in demo configuration.\n[server]\nlisten = \"{listen}\"\nmax_connections = 10000\n"
+        "# Built-in demo configuration.\n[server]\nlisten = \"{listen}\"\nmax_connections = 10000\n\n[auth]\nissuer = \"{DEMO_ISSUER}\"\naudiences = [\"aether-api\"]\nrequired_claims = [\"sub\", \"role\"]\nalgorithms = [\"HS256\"]\n[[auth.keys]]\nalgorithm = \"HS256\"\nsecret_file = {:?}\n",
+        secret_file.display().to_string()
     );
     for service in ["world-service", "asset-service"] {
         t.push_str(&format!("\n[[services]]\nname = \"{service}\"\n"));
@@ -128,43 +136,121 @@ pub fn config_text(listen: SocketAddr, upstreams: &[DemoUpstream]) -> String {
 method = "GET"
 path = "/api/v1/worlds/{world_id}"
 service = "world-service"
+auth = "public"
 
 [[routes]]
 methods = ["POST"]
 path = "/api/v1/worlds"
+service = "world-service"
+roles = ["creator"]
+
+[[routes]]
+method = "GET"
+path = "/api/v1/me"
 service = "world-service"
 
 [[routes]]
 method = "GET"
 path = "/api/v1/status"
 service = "world-service"
+auth = "public"
 
 [[routes]]
 method = "GET"
 path = "/api/v1/assets/{*path}"
 service = "asset-service"
 strip_prefix = "/api/v1"
+auth = "public"
 "#,
     );
     t
 }
 
-/// Validate the built-in config for these upstreams.
+/// `iss` of the demo's tokens.
+const DEMO_ISSUER: &str = "aether-demo";
+/// How long the printed tokens are valid.
+const DEMO_TOKEN_SECONDS: u64 = 24 * 3600;
+
+/// The demo's validated config and the tokens it prints.
+#[derive(Debug)]
+pub struct Demo {
+    /// The config to run.
+    pub config: GatewayConfig,
+    /// Tokens signed with the config's secret.
+    pub tokens: DemoTokens,
+}
+
+/// Bearer tokens the demo gateway accepts.
+#[derive(Debug, Clone)]
+pub struct DemoTokens {
+    /// `sub` player-1, role `player`.
+    pub player: String,
+    /// `sub` creator-1, roles `player` and `creator`.
+    pub creator: String,
+}
+
+/// Validate the built-in config for these upstreams, with a fresh random
+/// HMAC secret, and sign the demo tokens with it.
 ///
 /// # Errors
-/// Only if the built-in text is broken (a bug, caught by tests).
-pub fn config(
-    listen: SocketAddr,
-    upstreams: &[DemoUpstream],
-) -> Result<GatewayConfig, ConfigError> {
-    config::parse(
-        &config_text(listen, upstreams),
-        Path::new("<built-in demo config>"),
-    )
+/// When the secret cannot be written to the temporary directory, or if the
+/// built-in text is broken (a bug, caught by tests).
+pub fn config(listen: SocketAddr, upstreams: &[DemoUpstream]) -> Result<Demo, ConfigError> {
+    let secret = random_secret();
+    // The key is read while the config is validated; the file is gone
+    // before the gateway serves a request.
+    let file =
+        std::env::temp_dir().join(format!("aether-gateway-demo-{}.secret", std::process::id()));
+    let text = config_text(listen, upstreams, &file);
+    let origin = Path::new("<built-in demo config>");
+    std::fs::write(&file, &secret).map_err(|e| ConfigError {
+        file: origin.into(),
+        line: 0,
+        column: 0,
+        field: String::new(),
+        message: format!("cannot write {}: {e}", file.display()),
+    })?;
+    let parsed = config::parse(&text, origin);
+    let _ = std::fs::remove_file(&file);
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + DEMO_TOKEN_SECONDS;
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())
+        .expect("an HMAC key takes any secret");
+    let sign = |sub: &str, roles: &[&str]| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"iss": DEMO_ISSUER, "aud": "aether-api", "sub": sub, "role": roles, "exp": exp}),
+            &key,
+        )
+        .expect("HS256 signing cannot fail")
+    };
+    Ok(Demo {
+        config: parsed?,
+        tokens: DemoTokens {
+            player: sign("player-1", &["player"]),
+            creator: sign("creator-1", &["player", "creator"]),
+        },
+    })
+}
+
+/// 32 random bytes, hex: from the OS-seeded keys of std's hasher, so the
+/// demo needs no RNG crate (a demo secret, not a production one).
+fn random_secret() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let state = std::collections::hash_map::RandomState::new();
+    (0..4u64)
+        .map(|i| {
+            let mut h = state.build_hasher();
+            h.write_u64(i);
+            format!("{:016x}", h.finish())
+        })
+        .collect()
 }
 
 /// The walk-through printed when the demo starts.
-pub fn banner(gateway: SocketAddr, upstreams: &[DemoUpstream]) -> String {
+pub fn banner(gateway: SocketAddr, upstreams: &[DemoUpstream], tokens: &DemoTokens) -> String {
     let mut s = format!("aether-gateway demo: gateway on http://{gateway}\n");
     for up in upstreams {
         s.push_str(&format!(
@@ -173,7 +259,9 @@ pub fn banner(gateway: SocketAddr, upstreams: &[DemoUpstream]) -> String {
         ));
     }
     s.push_str(&format!(
-        "\nTry:\n  curl -i http://{gateway}/api/v1/worlds/1\n  curl -i http://{gateway}/api/v1/worlds/1   # round robin: the other region answers\n  curl -i -X POST -d '{{\"name\":\"lobby\"}}' http://{gateway}/api/v1/worlds\n  curl -i http://{gateway}/api/v1/assets/avatars/robot.glb   # prefix stripped upstream\n  curl -i -X DELETE http://{gateway}/api/v1/worlds/1   # 405 with Allow\n  curl -i http://{gateway}/nope                        # 404 JSON error\n\nStop with Ctrl-C.\n"
+        "\nTry:\n  curl -i http://{gateway}/api/v1/worlds/1\n  curl -i http://{gateway}/api/v1/worlds/1   # round robin: the other region answers\n  curl -i http://{gateway}/api/v1/assets/avatars/robot.glb   # prefix stripped upstream\n  curl -i -X DELETE http://{gateway}/api/v1/worlds/1   # 405 with Allow\n  curl -i http://{gateway}/nope                        # 404 JSON error\n\nAuth (JWT, HS256 with a secret made at start; tokens valid 24 h):\n  PLAYER={player}\n  CREATOR={creator}\n  curl -i http://{gateway}/api/v1/me                   # 401 with WWW-Authenticate\n  curl -i -H \"Authorization: Bearer $PLAYER\" http://{gateway}/api/v1/me   # x-aether-user reaches the upstream\n  curl -i -X POST -H \"Authorization: Bearer $PLAYER\" http://{gateway}/api/v1/worlds    # 403: needs role creator\n  curl -i -X POST -d '{{\"name\":\"lobby\"}}' -H \"Authorization: Bearer $CREATOR\" http://{gateway}/api/v1/worlds   # 200\n\nStop with Ctrl-C.\n",
+        player = tokens.player,
+        creator = tokens.creator,
     ));
     s
 }

@@ -6,7 +6,7 @@
 //! ```text
 //!            ┌──────────────────────────── runtime ─────────────────────────────┐
 //! client ──▶ │ accept (cap) → hyper (head limits) → request id → client address │
-//!            │   → normalise path → router (404/405) → [auth] → [rate limit]   │
+//!            │   → normalise path → router (404/405) → auth → [rate limit]     │
 //!            │   → [geo] → dispatch: endpoint, pooled conn, timeout, retry      │ ──▶ upstream
 //!            │   ← header hygiene, x-request-id, WebSocket tunnel on 101       │
 //!            └──────────────────────────────────────────────────────────────────┘

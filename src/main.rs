@@ -153,11 +153,20 @@ fn run_demo(listen: SocketAddr) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let cfg = demo::config(listen, &upstreams).expect("the built-in demo config is valid");
-        match BackendRuntime::from_config(cfg).start().await {
+        let demo = match demo::config(listen, &upstreams) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match BackendRuntime::from_config(demo.config).start().await {
             Ok(gw) => {
                 println!("aether-gateway listening on http://{}", gw.local_addr());
-                println!("{}", demo::banner(gw.local_addr(), &upstreams));
+                println!(
+                    "{}",
+                    demo::banner(gw.local_addr(), &upstreams, &demo.tokens)
+                );
                 gw.run_until_signal().await;
                 ExitCode::SUCCESS
             }

@@ -312,6 +312,45 @@ fn required_claims_present_and_non_empty() {
 }
 
 #[test]
+fn identity_that_cannot_be_forwarded_unchanged_is_refused() {
+    let k = TestKey::hmac(Algorithm::HS256, "k1", 32);
+    let (mw, _) = middleware(&[&k]);
+    for (claim, v, why) in [
+        ("sub", json!(7), "sub is not a string"),
+        (
+            "sub",
+            json!("player\u{1}7"),
+            "sub cannot be forwarded as a header",
+        ),
+        (
+            "role",
+            json!(["player", "admin,creator"]),
+            "a role contains a comma",
+        ),
+        (
+            "role",
+            json!("line\nbreak"),
+            "a role cannot be forwarded as a header",
+        ),
+    ] {
+        assert_eq!(
+            mw.validate(&k.sign(&with(claims(), claim, v.clone()))),
+            Err(AuthError::Malformed(why)),
+            "{claim} = {v}"
+        );
+    }
+    // Non-ASCII is forwarded byte for byte (UTF-8 in the header value).
+    let v = mw
+        .verify(&k.sign(&with(claims(), "sub", json!("игрок-7"))))
+        .unwrap();
+    assert_eq!(
+        v.user_header.as_ref().unwrap().as_bytes(),
+        "игрок-7".as_bytes()
+    );
+    assert_eq!(v.roles_header.as_ref().unwrap(), "player,creator");
+}
+
+#[test]
 fn malformed_tokens_are_refused_cheaply() {
     let k = TestKey::hmac(Algorithm::HS256, "k1", 32);
     let (mw, _) = middleware(&[&k]);

@@ -116,10 +116,60 @@ async fn demo_proxies_real_requests() {
             break a.parse().unwrap();
         }
     };
+    // The banner's tokens, as a user would paste them.
+    let mut tokens = std::collections::HashMap::new();
+    while tokens.len() < 2 {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("demo prints two tokens");
+        for name in ["PLAYER", "CREATOR"] {
+            if let Some(t) = line.trim().strip_prefix(&format!("{name}=")) {
+                tokens.insert(name, format!("Bearer {t}"));
+            }
+        }
+    }
     let first = http1(addr, get("/api/v1/worlds/1")).await;
     let second = http1(addr, get("/api/v1/worlds/1")).await;
+    let anonymous = http1(addr, get("/api/v1/me")).await;
+    let me = http1(
+        addr,
+        req(
+            "GET",
+            "/api/v1/me",
+            &[("authorization", &tokens["PLAYER"])],
+            "",
+        ),
+    )
+    .await;
+    let player_post = http1(
+        addr,
+        req(
+            "POST",
+            "/api/v1/worlds",
+            &[("authorization", &tokens["PLAYER"])],
+            "{}",
+        ),
+    )
+    .await;
+    let creator_post = http1(
+        addr,
+        req(
+            "POST",
+            "/api/v1/worlds",
+            &[("authorization", &tokens["CREATOR"])],
+            "{}",
+        ),
+    )
+    .await;
     let _ = child.kill();
     let _ = child.wait();
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.json()["x_aether_user"], "player-1");
+    assert_eq!(me.json()["x_aether_roles"], "player");
+    assert_eq!(player_post.status, StatusCode::FORBIDDEN);
+    assert_eq!(creator_post.status, StatusCode::OK);
+    assert_eq!(creator_post.json()["x_aether_roles"], "player,creator");
     assert_eq!(first.status, StatusCode::OK);
     assert_eq!(first.json()["service"], "world-service");
     let regions = [

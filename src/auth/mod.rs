@@ -310,6 +310,18 @@ impl AuthMiddleware {
         self.verify(token).map(|v| Token::clone(&v.token))
     }
 
+    /// Validate without consulting or filling the cache: every call pays
+    /// for parsing, the signature and the claims (benchmarks, one-off checks).
+    ///
+    /// # Errors
+    /// The [`AuthError`] saying why the token is refused.
+    pub fn validate_uncached(&self, token: &str) -> Result<Token, AuthError> {
+        let now = self.clock.unix_seconds();
+        let generation = self.generation.load(Ordering::Relaxed);
+        self.verify_uncached(token, now, generation)
+            .map(|v| Token::clone(&v.token))
+    }
+
     /// Validate a token; on an unknown `kid`, refetch the remote JWKS once
     /// (rate-limited, shared by concurrent callers) and try again.
     ///
@@ -403,12 +415,27 @@ impl AuthMiddleware {
                 .unwrap_or_default(),
             expires_at: numeric_date(claims.get("exp")).ok_or(AuthError::NoExpiry)?,
         };
-        let user_header = (!token.subject.is_empty())
-            .then(|| HeaderValue::from_str(&token.subject).ok())
-            .flatten();
-        let roles_header = (!token.roles.is_empty())
-            .then(|| HeaderValue::from_str(&token.roles.join(",")).ok())
-            .flatten();
+        // What is forwarded must mean upstream exactly what the token said:
+        // a `sub` or role that cannot travel as a header value unchanged (a
+        // control character; a comma inside one role of the comma-separated
+        // list) refuses the token instead of forwarding less or more.
+        let user_header = match token.subject.as_str() {
+            "" => None,
+            s => Some(
+                HeaderValue::from_bytes(s.as_bytes())
+                    .map_err(|_| AuthError::Malformed("sub cannot be forwarded as a header"))?,
+            ),
+        };
+        if token.roles.iter().any(|r| r.contains(',')) {
+            return Err(AuthError::Malformed("a role contains a comma"));
+        }
+        let roles_header = match token.roles.as_slice() {
+            [] => None,
+            roles => Some(
+                HeaderValue::from_bytes(roles.join(",").as_bytes())
+                    .map_err(|_| AuthError::Malformed("a role cannot be forwarded as a header"))?,
+            ),
+        };
         Ok(Verified {
             token: Arc::new(token),
             user_header,
@@ -439,6 +466,11 @@ impl AuthMiddleware {
                     None => return Err(AuthError::Malformed("nbf/iat is not a NumericDate")),
                 },
             }
+        }
+        // RFC 7519 §4.1.2: `sub` is a string; a number would be forwarded as
+        // no user at all.
+        if claims.get("sub").is_some_and(|s| !s.is_string()) {
+            return Err(AuthError::Malformed("sub is not a string"));
         }
         if claims.get("iss").and_then(Value::as_str) != Some(self.policy.issuer.as_str()) {
             return Err(AuthError::Issuer);

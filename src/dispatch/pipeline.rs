@@ -2,13 +2,14 @@
 //!
 //! accept (connection cap, in `runtime`) → parse (hyper: head size and time
 //! limits) → request id → client address → path normalisation → route match
-//! (404/405/OPTIONS) → body cap (413) → upstream request (header hygiene,
-//! forwarding headers) → dispatch (endpoint choice, timeout, retry) →
-//! response (request id echoed; WebSocket tunnel spawned on 101).
+//! (404/405/OPTIONS) → auth (401/403) → body cap (413) → upstream request
+//! (header hygiene, identity and forwarding headers) → dispatch (endpoint
+//! choice, timeout, retry) → response (request id echoed; WebSocket tunnel
+//! spawned on 101).
 //!
-//! Later steps (auth, rate limit, geo) slot in between route match and
-//! dispatch: they need the route and the client address, and must run before
-//! any byte goes upstream.
+//! Later steps (rate limit, geo) slot in between auth and dispatch: they need
+//! the route, the user and the client address, and must run before any byte
+//! goes upstream.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -161,6 +161,16 @@ pub fn error_response(
         Error::MethodNotAllowed { allow } => {
             h.insert(http::header::ALLOW, allow.clone());
         }
+        // RFC 6750 §3.1: a request with no bearer credentials at all gets
+        // the bare challenge (the JSON body still says what was missing).
+        Error::Unauthorized(
+            crate::auth::AuthError::Missing | crate::auth::AuthError::NotBearer,
+        ) => {
+            h.insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"aether-gateway\""),
+            );
+        }
         // RFC 6750 §3: the challenge says why, never what the token held.
         Error::Unauthorized(_) | Error::Forbidden => {
             let code = if matches!(err, Error::Forbidden) {

@@ -178,6 +178,46 @@ fn only_configured_algorithms_and_the_keys_own_alg() {
 }
 
 #[test]
+fn private_jwks_and_short_hmac_keys_are_refused() {
+    // A JWK with its private half ("d") is skipped like a private PEM.
+    let k = TestKey::ec(Algorithm::ES256, "k1");
+    let mut private = k.jwk.clone();
+    private["d"] = json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    let doc = json!({"keys": [private]}).to_string();
+    let parsed = parse_jwks(doc.as_bytes(), &SUPPORTED, true).unwrap();
+    assert!(parsed.keys.is_empty());
+    assert_eq!(
+        parsed.skipped,
+        ["key k1: holds a private key (\"d\"); publish the public key only"]
+    );
+    // A 32-byte oct key verifies HS256 only; with alg HS512 it is refused.
+    let short = json!({"kty": "oct", "kid": "s", "k": URL_SAFE_NO_PAD.encode([7u8; 32])});
+    let parsed = parse_jwks(
+        json!({"keys": [short]}).to_string().as_bytes(),
+        &SUPPORTED,
+        true,
+    )
+    .unwrap();
+    assert_eq!(parsed.keys.len(), 1);
+    assert_eq!(parsed.keys[0].algorithms, [Algorithm::HS256]);
+    let mut short512 = short.clone();
+    short512["alg"] = json!("HS512");
+    let parsed = parse_jwks(
+        json!({"keys": [short512]}).to_string().as_bytes(),
+        &SUPPORTED,
+        true,
+    )
+    .unwrap();
+    assert!(parsed.keys.is_empty());
+    assert_eq!(parsed.skipped.len(), 1, "{:?}", parsed.skipped);
+    assert!(
+        parsed.skipped[0].contains("32 bytes is too short"),
+        "{:?}",
+        parsed.skipped
+    );
+}
+
+#[test]
 fn unknown_kid_and_embedded_keys_are_not_trusted() {
     let k = TestKey::ec(Algorithm::ES256, "k1");
     let (mw, _) = middleware(&[&k]);

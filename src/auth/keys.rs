@@ -95,6 +95,15 @@ pub enum KeyError {
     },
 }
 
+/// Shortest HMAC secret for `alg`: the hash's output length (RFC 7518 §3.2).
+fn hmac_min_bytes(alg: Algorithm) -> usize {
+    match alg {
+        Algorithm::HS256 => 32,
+        Algorithm::HS384 => 48,
+        _ => 64,
+    }
+}
+
 /// One verification key.
 #[derive(Clone)]
 pub struct VerifyKey {
@@ -126,11 +135,7 @@ impl VerifyKey {
     /// # Errors
     /// [`KeyError::ShortSecret`] when the secret is shorter than the hash.
     pub fn hmac(secret: &[u8], alg: Algorithm, kid: Option<String>) -> Result<Self, KeyError> {
-        let min = match alg {
-            Algorithm::HS256 => 32,
-            Algorithm::HS384 => 48,
-            _ => 64,
-        };
+        let min = hmac_min_bytes(alg);
         if secret.len() < min {
             return Err(KeyError::ShortSecret {
                 alg: algorithm_name(alg),
@@ -267,6 +272,21 @@ pub fn parse_jwks(
     let mut out = JwksParse::default();
     let mut seen: HashSet<String> = HashSet::new();
     for (i, raw) in doc.keys.into_iter().enumerate() {
+        // `d` is the private half of an RSA, EC or OKP key (RFC 7518 §6.2.2.1,
+        // §6.3.2.1; RFC 8037 §2): a gateway needs the public key only, and a
+        // private key in its key set is a leak, as with a private PEM.
+        let private =
+            raw.get("d").is_some() && raw.get("kty").and_then(|k| k.as_str()) != Some("oct");
+        if private {
+            let name = raw
+                .get("kid")
+                .and_then(|k| k.as_str())
+                .map_or_else(|| format!("#{i}"), str::to_owned);
+            out.skipped.push(format!(
+                "key {name}: holds a private key (\"d\"); publish the public key only"
+            ));
+            continue;
+        }
         let jwk: Jwk = match serde_json::from_value(raw) {
             Ok(j) => j,
             Err(e) => {
@@ -332,10 +352,13 @@ fn jwk_key(jwk: &Jwk, allowed: &[Algorithm], allow_symmetric: bool) -> Result<Ve
     }
     let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
     if let AlgorithmParameters::OctetKey(_) = jwk.algorithm {
+        // As for secrets from the environment: at least the hash's length
+        // (RFC 7518 §3.2), so a 32-byte key may verify HS256 only.
         let len = key.try_get_as_bytes().map_or(0, <[u8]>::len);
-        if len < 32 {
+        algorithms.retain(|a| hmac_min_bytes(*a) <= len);
+        if algorithms.is_empty() {
             return Err(format!(
-                "an HMAC secret of {len} bytes (at least 32 needed)"
+                "an HMAC secret of {len} bytes is too short for its algorithms (HS256 needs 32, HS384 48, HS512 64)"
             ));
         }
     }

@@ -171,6 +171,13 @@ pub(super) fn build(
                     "must be at least 1",
                 ));
             }
+            if *a.jwks_fetch_timeout_ms.get_ref() == 0 {
+                return Err(cx.spanned(
+                    &a.jwks_fetch_timeout_ms,
+                    "auth.jwks_fetch_timeout_ms",
+                    "must be at least 1",
+                ));
+            }
             if max < min {
                 return Err(cx.spanned(
                     &a.jwks_refresh_max_seconds,
@@ -182,7 +189,7 @@ pub(super) fn build(
                 url: uri,
                 min_refresh: Duration::from_secs(min),
                 max_refresh: Duration::from_secs(max),
-                fetch_timeout: Duration::from_millis(a.jwks_fetch_timeout_ms.max(1)),
+                fetch_timeout: Duration::from_millis(*a.jwks_fetch_timeout_ms.get_ref()),
             })
         }
     };
@@ -193,8 +200,19 @@ pub(super) fn build(
             "no keys: give jwks_file, jwks_url or [[auth.keys]]",
         ));
     }
-    if a.max_token_bytes < 64 {
-        return Err(cx.at(span, "auth.max_token_bytes", "must be at least 64"));
+    if *a.max_token_bytes.get_ref() < 64 {
+        return Err(cx.spanned(
+            &a.max_token_bytes,
+            "auth.max_token_bytes",
+            "must be at least 64",
+        ));
+    }
+    if *a.token_cache_size.get_ref() == 0 {
+        return Err(cx.spanned(
+            &a.token_cache_size,
+            "auth.token_cache_size",
+            "must be at least 1",
+        ));
     }
 
     let mut mw = AuthMiddleware::new(AuthValidationPolicy {
@@ -204,9 +222,9 @@ pub(super) fn build(
     .with_audiences(a.audiences.iter().cloned())
     .with_algorithms(algorithms)
     .with_leeway_seconds(a.leeway_seconds)
-    .with_max_token_bytes(a.max_token_bytes)
+    .with_max_token_bytes(*a.max_token_bytes.get_ref())
     .with_roles_claim(a.roles_claim.clone())
-    .with_cache_size(a.token_cache_size)
+    .with_cache_size(*a.token_cache_size.get_ref())
     .with_keys(&set);
     if let Some(r) = remote {
         mw = mw.with_remote_jwks(r);
@@ -215,6 +233,16 @@ pub(super) fn build(
         user: header_name(cx, &a.user_header, "auth.user_header")?,
         roles: header_name(cx, &a.roles_header, "auth.roles_header")?,
     };
+    if headers.user == headers.roles {
+        return Err(cx.spanned(
+            &a.roles_header,
+            "auth.roles_header",
+            format!(
+                "{} is already user_header: the roles would overwrite the user",
+                headers.roles
+            ),
+        ));
+    }
     Ok((mw, headers))
 }
 

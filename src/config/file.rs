@@ -221,7 +221,8 @@ pub struct RouteFile {
     pub roles: Option<Spanned<Vec<String>>>,
     /// The token must carry all of these scopes.
     pub scopes: Option<Spanned<Vec<String>>>,
-    /// Keep the client's `Authorization` header when forwarding (default false).
+    /// Keep the client's `Authorization` header when forwarding (default:
+    /// true on public routes, where the gateway did not consume it; else false).
     pub forward_authorization: Option<Spanned<bool>>,
 }
 
@@ -266,7 +267,7 @@ pub struct AuthFile {
     pub jwks_refresh_max_seconds: Spanned<u64>,
     /// Time allowed for one JWKS fetch.
     #[serde(default = "default_jwks_timeout")]
-    pub jwks_fetch_timeout_ms: u64,
+    pub jwks_fetch_timeout_ms: Spanned<u64>,
     /// Further keys: PEM public keys and HMAC secrets.
     #[serde(default)]
     pub keys: Vec<KeyFile>,
@@ -281,10 +282,10 @@ pub struct AuthFile {
     pub roles_claim: String,
     /// Longest token accepted, in bytes.
     #[serde(default = "default_max_token_bytes")]
-    pub max_token_bytes: usize,
+    pub max_token_bytes: Spanned<usize>,
     /// Verified tokens kept in the cache.
     #[serde(default = "default_token_cache_size")]
-    pub token_cache_size: usize,
+    pub token_cache_size: Spanned<usize>,
 }
 
 fn default_leeway() -> u64 {
@@ -296,8 +297,8 @@ fn default_jwks_min() -> Spanned<u64> {
 fn default_jwks_max() -> Spanned<u64> {
     Spanned::new(0..0, 86_400)
 }
-fn default_jwks_timeout() -> u64 {
-    5_000
+fn default_jwks_timeout() -> Spanned<u64> {
+    Spanned::new(0..0, 5_000)
 }
 fn default_user_header() -> Spanned<String> {
     Spanned::new(0..0, "x-aether-user".to_owned())
@@ -308,11 +309,11 @@ fn default_roles_header() -> Spanned<String> {
 fn default_roles_claim() -> String {
     "role".to_owned()
 }
-fn default_max_token_bytes() -> usize {
-    8 * 1024
+fn default_max_token_bytes() -> Spanned<usize> {
+    Spanned::new(0..0, 8 * 1024)
 }
-fn default_token_cache_size() -> usize {
-    10_000
+fn default_token_cache_size() -> Spanned<usize> {
+    Spanned::new(0..0, 10_000)
 }
 
 /// `[[auth.keys]]`: one static key.

@@ -295,14 +295,23 @@ fn route_auth(
         .as_ref()
         .map(|x| x.get_ref().clone())
         .unwrap_or_default();
-    if mode == AuthMode::Public
-        && let Some(x) = r.roles.as_ref().or(r.scopes.as_ref())
-    {
-        return Err(cx.spanned(
-            x,
-            field("auth"),
-            "a public route cannot require roles or scopes",
-        ));
+    // Roles and scopes need a token: on a public route they would never be
+    // checked, and on an optional one an anonymous caller would get past
+    // what a token holder without the role cannot.
+    if mode != AuthMode::Required {
+        let which = match mode {
+            AuthMode::Public => "a public",
+            _ => "an optional",
+        };
+        for (name, x) in [("roles", &r.roles), ("scopes", &r.scopes)] {
+            if let Some(x) = x {
+                return Err(cx.spanned(
+                    x,
+                    field(name),
+                    format!("{which} route cannot require {name} (they need auth = \"required\")"),
+                ));
+            }
+        }
     }
     Ok(RouteAuth {
         mode,
@@ -732,6 +741,30 @@ service = "world-service"
                 "auth.bogus",
                 "unknown field",
             ),
+            (
+                "[auth]\nissuer = \"a\"\njwks_url = \"https://a/j\"\nuser_header = \"x-who\"\nroles_header = \"X-Who\"\n",
+                5,
+                "auth.roles_header",
+                "already user_header",
+            ),
+            (
+                "[auth]\nissuer = \"a\"\njwks_url = \"https://a/j\"\njwks_fetch_timeout_ms = 0\n",
+                4,
+                "auth.jwks_fetch_timeout_ms",
+                "at least 1",
+            ),
+            (
+                "[auth]\nissuer = \"a\"\njwks_url = \"https://a/j\"\ntoken_cache_size = 0\n",
+                4,
+                "auth.token_cache_size",
+                "at least 1",
+            ),
+            (
+                "[auth]\nissuer = \"a\"\njwks_url = \"https://a/j\"\nmax_token_bytes = 10\n",
+                4,
+                "auth.max_token_bytes",
+                "at least 64",
+            ),
         ];
         for (text, line, field, msg) in cases {
             let e = err(text);
@@ -756,5 +789,30 @@ service = "world-service"
             "{SVC}[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nservice = \"w\"\nauth = \"public\"\n"
         );
         assert!(parse(&text, Path::new("t.toml")).is_ok());
+    }
+
+    #[test]
+    fn roles_and_scopes_need_a_required_route() {
+        for (mode, extra, field, msg) in [
+            (
+                "public",
+                "roles = [\"admin\"]",
+                "routes[0].roles",
+                "a public route cannot require roles",
+            ),
+            (
+                "optional",
+                "scopes = [\"w\"]",
+                "routes[0].scopes",
+                "an optional route cannot require scopes",
+            ),
+        ] {
+            let text = format!(
+                "[auth]\nissuer = \"a\"\njwks_url = \"https://a/j\"\n{SVC}[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nservice = \"w\"\nauth = \"{mode}\"\n{extra}\n"
+            );
+            let e = err(&text);
+            assert_eq!((e.line, e.field.as_str()), (11, field), "{e}");
+            assert!(e.message.contains(msg), "{e}");
+        }
     }
 }

@@ -60,22 +60,23 @@ fn check_reports_file_line_and_field() {
 }
 
 #[test]
-fn check_accepts_the_example_config() {
-    let out = bin()
-        .arg("check")
-        .arg("--config")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/examples/gateway.toml"
-        ))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("));
+fn check_accepts_the_example_configs() {
+    for example in ["gateway.toml", "auth.toml"] {
+        let out = bin()
+            .arg("check")
+            .arg("--config")
+            .arg(format!("{}/examples/{example}", env!("CARGO_MANIFEST_DIR")))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{example}: {stderr}");
+        // Every key of the example's JWKS is usable: no "skipped" warning.
+        assert!(!stderr.contains("skipped"), "{example}: {stderr}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(": ok ("),
+            "{example}"
+        );
+    }
 }
 
 #[test]

@@ -65,6 +65,12 @@ pub enum Error {
     /// Tokens cannot be checked: no signing keys are loaded yet (503).
     #[error("authentication temporarily unavailable")]
     AuthUnavailable,
+    /// A rate limit refused the request (429); `Retry-After` in seconds.
+    #[error("rate limit exceeded")]
+    TooManyRequests {
+        /// Whole seconds until a request may succeed (rounded up).
+        retry_after_seconds: u64,
+    },
     /// The upstream broke the protocol or the connection mid-exchange.
     #[error("upstream protocol error")]
     UpstreamProtocol,
@@ -88,6 +94,7 @@ impl Error {
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden => StatusCode::FORBIDDEN,
             Error::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamConnect => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -108,7 +115,8 @@ impl Error {
             | Error::ClientAborted
             | Error::ClientBodyTimeout
             | Error::Unauthorized(_)
-            | Error::Forbidden => Blame::Client,
+            | Error::Forbidden
+            | Error::TooManyRequests { .. } => Blame::Client,
             Error::NoEndpoint
             | Error::AuthUnavailable
             | Error::UpstreamConnect
@@ -190,6 +198,14 @@ pub fn error_response(
             h.insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static("5"),
+            );
+        }
+        Error::TooManyRequests {
+            retry_after_seconds,
+        } => {
+            h.insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(*retry_after_seconds),
             );
         }
         _ => {}

@@ -6,7 +6,7 @@
 //! ```text
 //!            ┌──────────────────────────── runtime ─────────────────────────────┐
 //! client ──▶ │ accept (cap) → hyper (head limits) → request id → client address │
-//!            │   → normalise path → router (404/405) → auth → [rate limit]     │
+//!            │   → normalise path → router (404/405) → auth → rate limit       │
 //!            │   → [geo] → dispatch: endpoint, pooled conn, timeout, retry      │ ──▶ upstream
 //!            │   ← header hygiene, x-request-id, WebSocket tunnel on 101       │
 //!            └──────────────────────────────────────────────────────────────────┘
@@ -37,6 +37,7 @@ pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod error;
+pub mod ratelimit;
 pub mod router;
 pub mod runtime;
 pub mod upstream;
@@ -44,5 +45,6 @@ pub mod upstream;
 pub use auth::{AuthMiddleware, AuthValidationPolicy, Token};
 pub use dispatch::{DispatchContext, Dispatcher};
 pub use error::Error;
+pub use ratelimit::{RateLimitPolicy, RateLimitStatus, RateLimiter};
 pub use router::{HttpMethod, RateLimitRule, Route, Router, ServiceTarget};
 pub use runtime::{BackendRuntime, BackendRuntimeConfig, RunningGateway};

@@ -126,6 +126,8 @@ pub struct Verified {
     pub user_header: Option<HeaderValue>,
     /// Roles, comma-separated, as a header value.
     pub roles_header: Option<HeaderValue>,
+    /// `sub` as a rate-limit key (`None` when absent), shared, not copied, per request.
+    pub user_key: Option<Arc<str>>,
     /// Which key set this was verified against.
     generation: u64,
 }
@@ -436,10 +438,12 @@ impl AuthMiddleware {
                     .map_err(|_| AuthError::Malformed("a role cannot be forwarded as a header"))?,
             ),
         };
+        let user_key = (!token.subject.is_empty()).then(|| Arc::from(token.subject.as_str()));
         Ok(Verified {
             token: Arc::new(token),
             user_header,
             roles_header,
+            user_key,
             generation,
         })
     }

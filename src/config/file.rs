@@ -20,13 +20,13 @@ pub struct FileConfig {
     /// `[[routes]]`: method + path → service.
     #[serde(default)]
     pub routes: Vec<RouteFile>,
-    /// Sections of later releases: rejected with "not yet supported" rather than ignored.
+    /// `[auth]`: JWT validation.
     #[serde(default)]
     pub auth: Option<Spanned<AuthFile>>,
-    /// See `auth`.
+    /// `[rate_limit]`: where counters live, fleet-wide rules.
     #[serde(default)]
-    pub rate_limit: Option<Spanned<toml::Value>>,
-    /// See `auth`.
+    pub rate_limit: Option<Spanned<RateLimitSectionFile>>,
+    /// Sections of later releases: rejected with "not yet supported" rather than ignored.
     #[serde(default)]
     pub health: Option<Spanned<toml::Value>>,
     /// See `auth`.
@@ -190,7 +190,112 @@ pub struct EndpointFile {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitFile {
     /// Sustained requests per minute.
-    pub requests_per_minute: u32,
+    pub requests_per_minute: Spanned<u32>,
+    /// What is counted: `user` (default), `ip`, `route`, `header:<name>`, or
+    /// several joined with `+`.
+    pub key: Option<Spanned<String>>,
+    /// Most requests let through at once (default `requests_per_minute`).
+    pub burst: Option<Spanned<u32>>,
+    /// Routes naming the same bucket share one counter.
+    pub bucket: Option<Spanned<String>>,
+}
+
+/// `[rate_limit]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSectionFile {
+    /// `local` (default) or `redis`.
+    #[serde(default = "default_backend")]
+    pub backend: Spanned<BackendFile>,
+    /// The Redis server (`redis://host:port`), for `backend = "redis"`.
+    pub redis_url: Option<Spanned<String>>,
+    /// Environment variable holding the Redis URL (when it has a password).
+    pub redis_url_env: Option<Spanned<String>>,
+    /// What a rule does while Redis fails.
+    #[serde(default)]
+    pub on_backend_error: OnBackendErrorFile,
+    /// Longest wait for Redis per check.
+    #[serde(default = "default_redis_timeout")]
+    pub redis_timeout_ms: Spanned<u64>,
+    /// After a Redis failure, requests skip Redis for this long.
+    #[serde(default = "default_redis_retry")]
+    pub redis_retry_interval_ms: Spanned<u64>,
+    /// Prefix of every Redis key.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Also send `X-RateLimit-*` headers.
+    #[serde(default)]
+    pub x_ratelimit_headers: bool,
+    /// Keys held per rule in process; beyond it new keys share one counter.
+    #[serde(default = "default_max_keys")]
+    pub max_keys_per_rule: Spanned<usize>,
+    /// How often keys whose allowance is whole again are forgotten.
+    #[serde(default = "default_sweep")]
+    pub sweep_interval_seconds: Spanned<u64>,
+    /// `[[rate_limit.rules]]`: limits applied to every route.
+    #[serde(default)]
+    pub rules: Vec<GlobalRuleFile>,
+}
+
+/// `backend = "..."`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendFile {
+    /// In process.
+    #[default]
+    Local,
+    /// Shared through Redis.
+    Redis,
+}
+
+/// `on_backend_error = "..."`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBackendErrorFile {
+    /// Count in process.
+    #[default]
+    Local,
+    /// Let requests through.
+    Allow,
+    /// Refuse requests.
+    Deny,
+}
+
+/// `[[rate_limit.rules]]`: a limit on every route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalRuleFile {
+    /// Names the rule in logs and Redis keys.
+    pub name: Spanned<String>,
+    /// Sustained requests per minute (or give `window_seconds` + `max_requests`).
+    pub requests_per_minute: Option<Spanned<u32>>,
+    /// Window length.
+    pub window_seconds: Option<Spanned<u64>>,
+    /// Requests per window.
+    pub max_requests: Option<Spanned<u32>>,
+    /// What is counted (default `user`).
+    pub key: Option<Spanned<String>>,
+    /// Most requests at once (default: the requests per window).
+    pub burst: Option<Spanned<u32>>,
+}
+
+fn default_backend() -> Spanned<BackendFile> {
+    Spanned::new(0..0, BackendFile::Local)
+}
+fn default_redis_timeout() -> Spanned<u64> {
+    Spanned::new(0..0, 5)
+}
+fn default_redis_retry() -> Spanned<u64> {
+    Spanned::new(0..0, 1_000)
+}
+fn default_key_prefix() -> String {
+    "aether:rl".to_owned()
+}
+fn default_max_keys() -> Spanned<usize> {
+    Spanned::new(0..0, crate::ratelimit::DEFAULT_MAX_KEYS)
+}
+fn default_sweep() -> Spanned<u64> {
+    Spanned::new(0..0, 10)
 }
 
 /// `[[routes]]`.

@@ -3,9 +3,11 @@
 
 pub mod auth;
 pub mod file;
+pub mod ratelimit;
 pub mod snapshot;
 pub mod validate;
 
 pub use auth::IdentityHeaders;
+pub use ratelimit::RateLimits;
 pub use snapshot::{ServerSettings, Snapshot};
 pub use validate::{ConfigError, GatewayConfig, load, parse};

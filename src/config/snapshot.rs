@@ -28,6 +28,8 @@ pub struct Snapshot {
     /// Headers carrying the validated identity upstream; always stripped
     /// from clients.
     pub identity_headers: super::auth::IdentityHeaders,
+    /// Rate limits: global rules, the shared backend, header settings.
+    pub rate_limits: super::ratelimit::RateLimits,
 }
 
 impl Default for Snapshot {
@@ -41,6 +43,7 @@ impl Default for Snapshot {
             path_options: crate::router::PathOptions::default(),
             auth: None,
             identity_headers: super::auth::IdentityHeaders::default(),
+            rate_limits: super::ratelimit::RateLimits::default(),
         }
     }
 }

@@ -163,7 +163,6 @@ fn friendly(message: &str) -> String {
 fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
     let mut warnings = Vec::new();
     for (name, section) in [
-        ("rate_limit", &raw.rate_limit),
         ("health", &raw.health),
         ("geo", &raw.geo),
         ("relay", &raw.relay),
@@ -206,14 +205,15 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
         dispatcher.add_service(build_service(cx, i, svc)?);
     }
 
+    let mut limits = super::ratelimit::Builder::new(cx, raw.rate_limit.as_ref())?;
     let mut router = Router::new();
     for (i, r) in raw.routes.iter().enumerate() {
-        add_routes(cx, i, r, &raw.routes, &known, auth.is_some(), &mut router)?;
-        if r.rate_limit.is_some() {
-            warnings.push(format!(
-                "routes[{i}].rate_limit is carried but not enforced yet (no [rate_limit] support in this version)"
-            ));
-        }
+        let env = RouteEnv {
+            all_routes: &raw.routes,
+            services: &known,
+            auth_configured: auth.is_some(),
+        };
+        add_routes(cx, i, r, &env, &mut limits, &mut router)?;
     }
     if raw.routes.is_empty() {
         warnings.push("no [[routes]]: every request will get 404".to_owned());
@@ -250,6 +250,7 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
             },
             auth,
             identity_headers,
+            rate_limits: limits.finish(),
         },
         warnings,
     })
@@ -448,15 +449,26 @@ fn build_service(cx: &Ctx<'_>, i: usize, svc: &ServiceFile) -> Result<Service, C
     ))
 }
 
+/// What every route is checked against.
+struct RouteEnv<'a> {
+    all_routes: &'a [RouteFile],
+    services: &'a HashMap<&'a str, ()>,
+    auth_configured: bool,
+}
+
 fn add_routes(
     cx: &Ctx<'_>,
     i: usize,
     r: &RouteFile,
-    all_routes: &[RouteFile],
-    services: &HashMap<&str, ()>,
-    auth_configured: bool,
+    env: &RouteEnv<'_>,
+    limits: &mut super::ratelimit::Builder,
     router: &mut Router,
 ) -> Result<(), ConfigError> {
+    let RouteEnv {
+        all_routes,
+        services,
+        auth_configured,
+    } = *env;
     let field = |f: &str| format!("routes[{i}].{f}");
     let methods: Vec<(String, std::ops::Range<usize>)> = match (&r.method, &r.methods) {
         (Some(m), None) => vec![(m.get_ref().clone(), m.span())],
@@ -504,6 +516,16 @@ fn add_routes(
         add_prefix: r.add_prefix.as_ref().map(|s| s.get_ref().clone()),
         max_request_body_bytes: r.max_request_body_bytes,
         auth: route_auth,
+        rate_limit: match &r.rate_limit {
+            None => None,
+            Some(rl) => {
+                // The same name on every gateway of a fleet with this config,
+                // so Redis counters are shared: the methods and the path.
+                let names: Vec<&str> = methods.iter().map(|(m, _)| m.as_str()).collect();
+                let name = format!("{} {}", names.join(","), r.path.get_ref());
+                Some(limits.route_rule(cx, i, &name, rl)?)
+            }
+        },
     };
     if let Some(t) = &r.timeout_ms
         && *t.get_ref() == 0
@@ -525,7 +547,7 @@ fn add_routes(
             path: r.path.get_ref().clone(),
             target: ServiceTarget::from_name(service),
             rate_limit: r.rate_limit.as_ref().map(|rl| RateLimitRule {
-                requests_per_minute: rl.get_ref().requests_per_minute,
+                requests_per_minute: *rl.get_ref().requests_per_minute.get_ref(),
             }),
         };
         router.try_add_route(route, policy.clone()).map_err(|e| {

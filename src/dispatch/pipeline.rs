@@ -29,6 +29,7 @@ use crate::auth::{AuthError, AuthMiddleware, AuthMode, RouteAuth, Verified};
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::Snapshot;
 use crate::error::{Blame, Error, error_response};
+use crate::ratelimit::{KeyInputs, RateLimitStatus, SharedRule};
 use crate::router::{Lookup, normalize_path_with};
 
 /// What the pipeline knows about the client connection, computed once per connection.
@@ -75,7 +76,8 @@ pub(crate) async fn handle(
     let request_id = h::request_id(req.headers());
     let client_ip = snap.trusted_proxies.client_ip(conn.peer_ip, req.headers());
     let method = req.method().clone();
-    let mut resp = match proxy(&snap, shared, conn, client_ip, &request_id, req).await {
+    let mut limit = None;
+    let mut resp = match proxy(&snap, shared, conn, client_ip, &request_id, &mut limit, req).await {
         Ok(resp) => resp,
         Err(err) => {
             match err.blame() {
@@ -102,6 +104,15 @@ pub(crate) async fn handle(
         }
     };
     resp.headers_mut().insert(&X_REQUEST_ID, request_id);
+    // Every answer of a limited route says where the client stands, the
+    // 429 and upstream errors included.
+    if let Some(status) = &limit {
+        crate::ratelimit::write_headers(
+            status,
+            snap.rate_limits.x_ratelimit_headers,
+            resp.headers_mut(),
+        );
+    }
     resp
 }
 
@@ -111,6 +122,7 @@ async fn proxy(
     conn: &ConnInfo,
     client_ip: IpAddr,
     request_id: &HeaderValue,
+    limit: &mut Option<RateLimitStatus>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Error> {
     // Framing and authority first: a request we would refuse anyway gets no
@@ -139,6 +151,22 @@ async fn proxy(
         Some(auth) => authorize(auth, &route.policy.auth, req.headers()).await?,
         None => None,
     };
+
+    // Rate limits after auth (a per-user limit needs the user) and before
+    // the body is read or anything goes upstream.
+    if route.policy.rate_limit.is_some() || !snap.rate_limits.global.is_empty() {
+        let inputs = KeyInputs {
+            user: verified.as_ref().and_then(|v| v.user_key.as_ref()),
+            ip: client_ip,
+            headers: req.headers(),
+        };
+        let rules = route
+            .policy
+            .rate_limit
+            .iter()
+            .chain(&snap.rate_limits.global);
+        rate_limit(rules, &inputs, limit).await?;
+    }
 
     let limit = route
         .policy
@@ -265,6 +293,36 @@ async fn authorize(
         return Err(Error::Forbidden);
     }
     Ok(Some(verified))
+}
+
+/// Count the request under every rule that applies; all must allow it.
+///
+/// `out` gets the status the response headers report (the tightest
+/// rule's); a refusal is the 429 with the longest wait among the rules that
+/// refused. A rule that allowed has counted the request even when another
+/// refuses: the client did send it.
+async fn rate_limit<'a>(
+    rules: impl Iterator<Item = &'a SharedRule>,
+    inputs: &KeyInputs<'_>,
+    out: &mut Option<RateLimitStatus>,
+) -> Result<(), Error> {
+    let mut tightest: Option<RateLimitStatus> = None;
+    let mut retry_after: Option<u64> = None;
+    for rule in rules {
+        let s = rule.check(inputs).await;
+        if !s.allowed {
+            let secs = s.retry_after_seconds().max(1);
+            retry_after = Some(retry_after.map_or(secs, |r| r.max(secs)));
+        }
+        tightest = Some(tightest.map_or(s, |t| t.tighter(s)));
+    }
+    *out = tightest;
+    match retry_after {
+        Some(retry_after_seconds) => Err(Error::TooManyRequests {
+            retry_after_seconds,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// `X-Forwarded-For` (appended), `-Proto`, `-Host` (kept only from trusted proxies) and `Via`.

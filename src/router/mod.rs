@@ -194,6 +194,8 @@ pub struct RoutePolicy {
     pub max_request_body_bytes: Option<u64>,
     /// Who may call the route (public unless `[auth]` is configured).
     pub auth: crate::auth::RouteAuth,
+    /// The route's own limit (`rate_limit = { … }`), checked after auth.
+    pub rate_limit: Option<crate::ratelimit::SharedRule>,
 }
 
 impl Default for RoutePolicy {
@@ -208,6 +210,7 @@ impl Default for RoutePolicy {
                 forward_authorization: true,
                 ..Default::default()
             },
+            rate_limit: None,
         }
     }
 }

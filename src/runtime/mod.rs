@@ -202,6 +202,7 @@ async fn serve(
     if let Some(remote) = snapshot.auth.as_ref().and_then(|a| a.remote()) {
         tokio::spawn(Arc::clone(remote).run(background.clone()));
     }
+    spawn_rate_limit_tasks(&snapshot.rate_limits, &background);
     let shared = Arc::new(Shared {
         snapshot: arc_swap::ArcSwap::from_pointee(snapshot),
         tunnels: TaskTracker::new(),
@@ -264,6 +265,36 @@ async fn serve(
         shared.tunnels.wait().await;
     }
     tracing::info!("gateway stopped");
+}
+
+/// The Redis connection of shared limits, and the sweeper that forgets
+/// idle keys of every in-process counter (off the request path: a sweep of
+/// a million keys takes milliseconds, run on the blocking pool).
+fn spawn_rate_limit_tasks(limits: &crate::config::RateLimits, stop: &CancellationToken) {
+    if let Some(redis) = &limits.redis {
+        tokio::spawn(Arc::clone(redis).connect(stop.clone()));
+    }
+    if limits.all.is_empty() {
+        return;
+    }
+    let rules = limits.all.clone();
+    let interval = limits.sweep_interval;
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = stop.cancelled() => return,
+            }
+            let rules = rules.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                for rule in &rules {
+                    rule.local_limiter().sweep();
+                }
+            })
+            .await;
+        }
+    });
 }
 
 /// What every connection task of one listener shares.

@@ -1,0 +1,333 @@
+//! `[rate_limit]` and the routes' `rate_limit = { … }` → [`Rule`]s, every
+//! problem reported with the file, line and field.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::file::{BackendFile, OnBackendErrorFile, RateLimitFile, RateLimitSectionFile};
+use super::validate::{ConfigError, Ctx};
+use crate::clock::{Clock, SystemClock};
+use crate::ratelimit::redis::{OnBackendError, RedisBackend, RedisSettings};
+use crate::ratelimit::{KeySpec, RateLimitPolicy, RateLimiter, Rule, SharedRule};
+
+/// Every limit of one config.
+#[derive(Debug, Default)]
+pub struct RateLimits {
+    /// `[[rate_limit.rules]]`: checked on every routed request.
+    pub global: Vec<SharedRule>,
+    /// Every rule (global and per route), for the sweeper.
+    pub all: Vec<SharedRule>,
+    /// The shared backend, when `backend = "redis"`.
+    pub redis: Option<Arc<RedisBackend>>,
+    /// Also send `X-RateLimit-*`.
+    pub x_ratelimit_headers: bool,
+    /// How often idle keys are forgotten.
+    pub sweep_interval: Duration,
+}
+
+/// State while the routes are built.
+pub(super) struct Builder {
+    limits: RateLimits,
+    max_keys: usize,
+    clock: Arc<dyn Clock>,
+    /// `bucket` name → the rule and the route that defined it.
+    buckets: HashMap<String, Bucket>,
+}
+
+/// A shared `bucket`: routes naming it must agree on its settings.
+struct Bucket {
+    rule: SharedRule,
+    first_route: usize,
+    /// requests_per_minute, burst, key.
+    settings: (u32, u32, String),
+}
+
+impl Builder {
+    /// Read `[rate_limit]` (absent: local counters, defaults).
+    pub(super) fn new(
+        cx: &Ctx<'_>,
+        section: Option<&Spanned<RateLimitSectionFile>>,
+    ) -> Result<Builder, ConfigError> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let Some(spanned) = section else {
+            return Ok(Builder {
+                limits: RateLimits {
+                    sweep_interval: Duration::from_secs(10),
+                    ..RateLimits::default()
+                },
+                max_keys: crate::ratelimit::DEFAULT_MAX_KEYS,
+                clock,
+                buckets: HashMap::new(),
+            });
+        };
+        let s = spanned.get_ref();
+        for (name, v) in [
+            ("redis_timeout_ms", &s.redis_timeout_ms),
+            ("redis_retry_interval_ms", &s.redis_retry_interval_ms),
+            ("sweep_interval_seconds", &s.sweep_interval_seconds),
+        ] {
+            if *v.get_ref() == 0 {
+                return Err(cx.spanned(v, format!("rate_limit.{name}"), "must be at least 1"));
+            }
+        }
+        if *s.max_keys_per_rule.get_ref() == 0 {
+            return Err(cx.spanned(
+                &s.max_keys_per_rule,
+                "rate_limit.max_keys_per_rule",
+                "must be at least 1",
+            ));
+        }
+        let redis = match s.backend.get_ref() {
+            BackendFile::Local => {
+                if let Some(u) = s.redis_url.as_ref().or(s.redis_url_env.as_ref()) {
+                    return Err(cx.spanned(
+                        u,
+                        "rate_limit.backend",
+                        "a Redis URL is given but backend is \"local\" (set backend = \"redis\")",
+                    ));
+                }
+                None
+            }
+            BackendFile::Redis => Some(Arc::new(redis_backend(cx, s, Arc::clone(&clock))?)),
+        };
+        let mut b = Builder {
+            limits: RateLimits {
+                redis,
+                x_ratelimit_headers: s.x_ratelimit_headers,
+                sweep_interval: Duration::from_secs(*s.sweep_interval_seconds.get_ref()),
+                ..RateLimits::default()
+            },
+            max_keys: *s.max_keys_per_rule.get_ref(),
+            clock,
+            buckets: HashMap::new(),
+        };
+        let mut names = HashMap::new();
+        for (i, r) in s.rules.iter().enumerate() {
+            let field = |f: &str| format!("rate_limit.rules[{i}].{f}");
+            if r.name.get_ref().is_empty() {
+                return Err(cx.spanned(&r.name, field("name"), "must not be empty"));
+            }
+            if names.insert(r.name.get_ref().clone(), i).is_some() {
+                return Err(cx.spanned(
+                    &r.name,
+                    field("name"),
+                    format!("a second rule named {:?}", r.name.get_ref()),
+                ));
+            }
+            let (policy, at) = match (&r.requests_per_minute, &r.window_seconds, &r.max_requests) {
+                (Some(rpm), None, None) => (
+                    RateLimitPolicy {
+                        window_seconds: 60,
+                        max_requests: *rpm.get_ref(),
+                    },
+                    rpm.span(),
+                ),
+                (None, Some(w), Some(m)) => (
+                    RateLimitPolicy {
+                        window_seconds: *w.get_ref(),
+                        max_requests: *m.get_ref(),
+                    },
+                    m.span(),
+                ),
+                _ => {
+                    return Err(cx.spanned(
+                        &r.name,
+                        format!("rate_limit.rules[{i}]"),
+                        "give requests_per_minute, or window_seconds and max_requests",
+                    ));
+                }
+            };
+            let name = format!("rule:{}", r.name.get_ref());
+            let rule = b.rule(
+                cx,
+                &name,
+                policy,
+                at,
+                r.burst.as_ref(),
+                r.key.as_ref(),
+                &field,
+            )?;
+            b.limits.global.push(rule);
+        }
+        Ok(b)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rule(
+        &mut self,
+        cx: &Ctx<'_>,
+        name: &str,
+        policy: RateLimitPolicy,
+        at: std::ops::Range<usize>,
+        burst: Option<&Spanned<u32>>,
+        key: Option<&Spanned<String>>,
+        field: &dyn Fn(&str) -> String,
+    ) -> Result<SharedRule, ConfigError> {
+        let spec = match key {
+            None => KeySpec::parse("user").expect("a valid key"),
+            Some(k) => KeySpec::parse(k.get_ref())
+                .map_err(|e| cx.spanned(k, field("key"), e.to_string()))?,
+        };
+        if policy.window_seconds == 0 {
+            return Err(cx.at(at, field("window_seconds"), "must be at least 1"));
+        }
+        if policy.max_requests == 0 {
+            return Err(cx.at(
+                at,
+                field(if policy.window_seconds == 60 {
+                    "requests_per_minute"
+                } else {
+                    "max_requests"
+                }),
+                "must be at least 1 (to block a route, do not route it)",
+            ));
+        }
+        let burst_value = burst.map_or(policy.max_requests, |b| *b.get_ref());
+        let limiter = RateLimiter::try_new(policy, burst_value)
+            .map_err(|e| match burst {
+                Some(b) if *b.get_ref() == 0 => cx.spanned(b, field("burst"), "must be at least 1"),
+                _ => cx.at(at.clone(), field("requests_per_minute"), e.to_string()),
+            })?
+            .with_max_keys(self.max_keys)
+            .with_clock(Arc::clone(&self.clock));
+        let mut rule = Rule::local(name, spec, limiter);
+        if let Some(r) = &self.limits.redis {
+            rule = rule.shared(Arc::clone(r));
+        }
+        let rule = SharedRule(Arc::new(rule));
+        self.limits.all.push(rule.clone());
+        Ok(rule)
+    }
+
+    /// The rule of route `i` (`name` identifies it across gateways).
+    pub(super) fn route_rule(
+        &mut self,
+        cx: &Ctx<'_>,
+        i: usize,
+        name: &str,
+        rl: &Spanned<RateLimitFile>,
+    ) -> Result<SharedRule, ConfigError> {
+        let r = rl.get_ref();
+        let field = |f: &str| format!("routes[{i}].rate_limit.{f}");
+        let policy = RateLimitPolicy {
+            window_seconds: 60,
+            max_requests: *r.requests_per_minute.get_ref(),
+        };
+        let at = r.requests_per_minute.span();
+        let settings = (
+            policy.max_requests,
+            r.burst
+                .as_ref()
+                .map_or(policy.max_requests, |b| *b.get_ref()),
+            r.key
+                .as_ref()
+                .map_or_else(|| "user".to_owned(), |k| k.get_ref().clone()),
+        );
+        if let Some(bucket) = &r.bucket {
+            if bucket.get_ref().is_empty() {
+                return Err(cx.spanned(bucket, field("bucket"), "must not be empty"));
+            }
+            if let Some(b) = self.buckets.get(bucket.get_ref()) {
+                if b.settings != settings {
+                    let first = b.first_route;
+                    return Err(cx.spanned(
+                        bucket,
+                        field("bucket"),
+                        format!(
+                            "bucket {:?} is defined by routes[{first}] with other settings (requests_per_minute, burst and key must match)",
+                            bucket.get_ref()
+                        ),
+                    ));
+                }
+                return Ok(b.rule.clone());
+            }
+            let rule = self.rule(
+                cx,
+                &format!("bucket:{}", bucket.get_ref()),
+                policy,
+                at,
+                r.burst.as_ref(),
+                r.key.as_ref(),
+                &field,
+            )?;
+            self.buckets.insert(
+                bucket.get_ref().clone(),
+                Bucket {
+                    rule: rule.clone(),
+                    first_route: i,
+                    settings,
+                },
+            );
+            return Ok(rule);
+        }
+        self.rule(
+            cx,
+            &format!("route:{name}"),
+            policy,
+            at,
+            r.burst.as_ref(),
+            r.key.as_ref(),
+            &field,
+        )
+    }
+
+    /// The finished set.
+    pub(super) fn finish(self) -> RateLimits {
+        self.limits
+    }
+}
+
+fn redis_backend(
+    cx: &Ctx<'_>,
+    s: &RateLimitSectionFile,
+    clock: Arc<dyn Clock>,
+) -> Result<RedisBackend, ConfigError> {
+    let (url, at, field) = match (&s.redis_url, &s.redis_url_env) {
+        (Some(u), None) => (u.get_ref().clone(), u, "rate_limit.redis_url"),
+        (None, Some(env)) => {
+            let v = std::env::var(env.get_ref()).map_err(|_| {
+                cx.spanned(
+                    env,
+                    "rate_limit.redis_url_env",
+                    format!(
+                        "environment variable {} is not set (or not UTF-8)",
+                        env.get_ref()
+                    ),
+                )
+            })?;
+            (v, env, "rate_limit.redis_url_env")
+        }
+        (Some(u), Some(_)) => {
+            return Err(cx.spanned(
+                u,
+                "rate_limit.redis_url",
+                "give redis_url or redis_url_env, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(cx.spanned(
+                &s.backend,
+                "rate_limit.backend",
+                "backend \"redis\" needs redis_url (or redis_url_env)",
+            ));
+        }
+    };
+    RedisBackend::new(
+        RedisSettings {
+            url,
+            timeout: Duration::from_millis(*s.redis_timeout_ms.get_ref()),
+            on_error: match s.on_backend_error {
+                OnBackendErrorFile::Local => OnBackendError::Local,
+                OnBackendErrorFile::Allow => OnBackendError::Allow,
+                OnBackendErrorFile::Deny => OnBackendError::Deny,
+            },
+            key_prefix: s.key_prefix.clone(),
+            retry_interval: Duration::from_millis(*s.redis_retry_interval_ms.get_ref()),
+        },
+        clock,
+    )
+    .map_err(|e| cx.spanned(at, field, e.to_string()))
+}

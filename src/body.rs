@@ -218,6 +218,11 @@ impl Body for RequestBody {
                         }
                         return Poll::Pending;
                     }
+                    // Request trailers are dropped, never forwarded: they
+                    // would carry past the head's hygiene (identity, forwarding
+                    // and override headers) to upstreams that merge trailers
+                    // into headers. Trailers are the last frame: the body ends.
+                    Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => None,
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Some(data) = frame.data_ref() {
                             this.seen += data.len() as u64;

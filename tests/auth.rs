@@ -145,7 +145,10 @@ async fn missing_or_non_bearer_credentials_are_401_and_never_reach_the_upstream(
         (None, "missing bearer token"),
         (Some("Bearer"), "authorization header is not a bearer token"),
         // Trailing whitespace is not part of a field value (RFC 9110 §5.5).
-        (Some("Bearer "), "authorization header is not a bearer token"),
+        (
+            Some("Bearer "),
+            "authorization header is not a bearer token",
+        ),
         (
             Some("Basic YWxpY2U6c2VjcmV0"),
             "authorization header is not a bearer token",

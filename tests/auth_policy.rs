@@ -240,6 +240,36 @@ fn unknown_kid_and_embedded_keys_are_not_trusted() {
         &claims(),
     );
     assert_eq!(mw.validate(&t), Err(AuthError::Critical));
+    // `"crit": null` is not the absence of crit.
+    let t = k.sign_raw_header(
+        &json!({"alg": "ES256", "kid": "k1", "crit": null}),
+        &claims(),
+    );
+    assert_eq!(mw.validate(&t), Err(AuthError::Critical));
+}
+
+#[test]
+fn an_unknown_kid_is_unknown_even_beside_keys_without_kid() {
+    // A kid-less key is tried for every token; the token's kid is still
+    // unknown, which is what makes a JWKS URL refetch (key rotation).
+    let known = TestKey::rsa(Algorithm::RS256, "k1");
+    let mw = AuthMiddleware::new(policy())
+        .with_clock(ManualClock::new(NOW))
+        .with_key(
+            VerifyKey::pem(
+                known.public_pem.as_ref().unwrap().as_bytes(),
+                Algorithm::RS256,
+                None,
+            )
+            .unwrap(),
+        );
+    let rotated = TestKey::rsa(Algorithm::RS256, "k2");
+    assert_eq!(
+        mw.validate(&rotated.sign(&claims())),
+        Err(AuthError::UnknownKey)
+    );
+    // The kid-less key still verifies its own tokens, whatever their kid.
+    assert!(mw.validate(&known.sign(&claims())).is_ok());
 }
 
 #[test]
@@ -371,6 +401,21 @@ fn identity_that_cannot_be_forwarded_unchanged_is_refused() {
             "role",
             json!("line\nbreak"),
             "a role cannot be forwarded as a header",
+        ),
+        (
+            "sub",
+            json!(" admin"),
+            "sub has leading or trailing whitespace",
+        ),
+        (
+            "sub",
+            json!("admin\t"),
+            "sub has leading or trailing whitespace",
+        ),
+        (
+            "role",
+            json!(["player", " admin"]),
+            "a role has leading or trailing whitespace",
         ),
     ] {
         assert_eq!(

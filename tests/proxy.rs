@@ -401,6 +401,57 @@ async fn chunked_body_over_the_cap_is_413() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_trailers_never_reach_the_upstream() {
+    // An h2c upstream: HTTP/2 forwards trailers whether or not `Trailer`
+    // announced them, so this sees what the body itself lets through.
+    let up = Upstream::start_with("h2-only", Proto::H2Only).await;
+    let cfg = format!(
+        "{}{}",
+        service_toml("world-service", &[up.addr], "protocol = \"h2c\""),
+        routes("world-service")
+    );
+    let gw = gateway(&cfg).await;
+    // Trailers would carry identity and forwarding claims past the head's
+    // hygiene: HTTP/1.1 chunked trailers and HTTP/2 trailing HEADERS alike.
+    let raw_req = "POST /api/v1/worlds/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: x-aether-user, x-forwarded-for\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nx-aether-user: admin\r\nx-forwarded-for: 10.9.9.9\r\n\r\n";
+    let (text, _) = raw(gw.local_addr(), raw_req.as_bytes(), Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // The echo's JSON (the response may be chunked: look for its members).
+    assert!(text.contains("\"body\":\"hello\""), "{text}");
+    assert!(text.contains("\"trailers\":{}"), "{text}");
+    assert!(!text.contains("\"trailer\":"), "{text}");
+
+    // HTTP/2: DATA, then HEADERS with END_STREAM (trailers).
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(gw.local_addr())
+        .await
+        .unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-aether-user", "admin".parse().unwrap());
+    let frames = futures_util::stream::iter(vec![
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from_static(b"hi"))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ]);
+    let req = http::Request::post(format!("http://{}/api/v1/worlds/1", gw.local_addr()))
+        .body(http_body_util::StreamBody::new(frames))
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["body"], "hi");
+    assert_eq!(body["trailers"], serde_json::json!({}));
+    assert_eq!(up.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absolute_form_target_authority_wins_over_host() {
     let (up, gw) = simple("", "").await;
     let (text, _) = raw(

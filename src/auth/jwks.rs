@@ -120,9 +120,24 @@ impl RemoteJwks {
     /// Keep the set fresh until `stop` is cancelled. The first fetch starts at once.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut backoff = Duration::from_secs(1);
+        // How long after the previous fetch the next one is due.
+        let mut due_after = Duration::ZERO;
         loop {
             let next = {
                 let mut last = self.last_fetch.lock().await;
+                // An unknown-kid refetch ran meanwhile: the interval counts
+                // from it, so the two never fetch back to back.
+                if let Some(wait) = last
+                    .map(|t| t.elapsed())
+                    .filter(|e| *e < due_after)
+                    .map(|e| due_after - e)
+                {
+                    drop(last);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => continue,
+                        () = stop.cancelled() => return,
+                    }
+                }
                 *last = Some(Instant::now());
                 match self.fetch().await {
                     Ok(max_age) => {
@@ -132,7 +147,16 @@ impl RemoteJwks {
                             .clamp(self.config.min_refresh, self.config.max_refresh)
                     }
                     Err(e) => {
-                        tracing::warn!(url = %self.config.url, error = %e, retry_in = ?backoff, "JWKS fetch failed; keeping the last good key set");
+                        if self
+                            .last_document
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .is_some()
+                        {
+                            tracing::warn!(url = %self.config.url, error = %e, retry_in = ?backoff, "JWKS fetch failed; keeping the last good key set");
+                        } else {
+                            tracing::warn!(url = %self.config.url, error = %e, retry_in = ?backoff, "JWKS fetch failed; no key set yet: protected routes answer 503");
+                        }
                         let wait = backoff;
                         backoff =
                             (backoff * 2).min(self.config.min_refresh.max(Duration::from_secs(1)));
@@ -140,6 +164,7 @@ impl RemoteJwks {
                     }
                 }
             };
+            due_after = next;
             tokio::select! {
                 () = tokio::time::sleep(next) => {}
                 () = stop.cancelled() => return,

@@ -16,9 +16,15 @@ pub(crate) struct Header {
     pub kid: Option<String>,
     /// Extensions the verifier must understand (RFC 7515 §4.1.11): we
     /// understand none, so any token that lists one is refused.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub crit: Option<serde_json::Value>,
     // `jku`, `x5u`, `jwk` and `x5c` are never read: keys come from config only.
+}
+
+/// `Some` whenever the member is there, `null` included (`"crit": null` is
+/// not a JWS without `crit`: RFC 7515 §4.1.11 allows only a non-empty array).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 /// A token split into its parts, header decoded.

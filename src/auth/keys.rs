@@ -76,7 +76,7 @@ pub enum KeyError {
     #[error("not a JWKS document: {0}")]
     NotJwks(String),
     /// A PEM file could not be read as a public key for the algorithm.
-    #[error("not a {alg} public key in PEM form: {reason}")]
+    #[error("not an {alg} public key in PEM form: {reason}")]
     BadPem {
         /// The algorithm the key was configured for.
         alg: &'static str,

@@ -394,7 +394,9 @@ impl AuthMiddleware {
         }
         if !verified {
             return Err(match kid {
-                Some(k) if tried == 0 && !set.has_kid(k) => AuthError::UnknownKey,
+                // Kid-less keys may have been tried and failed: the kid is
+                // still unknown, and a refetch may bring its key.
+                Some(k) if !set.has_kid(k) => AuthError::UnknownKey,
                 // A known kid whose key may not verify this alg: key confusion.
                 Some(_) if tried == 0 => AuthError::Algorithm,
                 None if tried == 0 => AuthError::Algorithm,
@@ -428,8 +430,21 @@ impl AuthMiddleware {
                     .map_err(|_| AuthError::Malformed("sub cannot be forwarded as a header"))?,
             ),
         };
+        // Parsers trim a header value's ends and list parsers trim around
+        // commas: " admin" would arrive as "admin".
+        let padded = |s: &str| s.starts_with([' ', '\t']) || s.ends_with([' ', '\t']);
+        if padded(&token.subject) {
+            return Err(AuthError::Malformed(
+                "sub has leading or trailing whitespace",
+            ));
+        }
         if token.roles.iter().any(|r| r.contains(',')) {
             return Err(AuthError::Malformed("a role contains a comma"));
+        }
+        if token.roles.iter().any(|r| padded(r)) {
+            return Err(AuthError::Malformed(
+                "a role has leading or trailing whitespace",
+            ));
         }
         let roles_header = match token.roles.as_slice() {
             [] => None,

@@ -58,6 +58,14 @@ fn header_name(cx: &Ctx<'_>, s: &Spanned<String>, field: &str) -> Result<HeaderN
     Ok(name)
 }
 
+fn supported_names() -> String {
+    let names: Vec<&str> = keys::SUPPORTED
+        .iter()
+        .map(|a| keys::algorithm_name(*a))
+        .collect();
+    names.join(", ")
+}
+
 /// Build the middleware and identity header names from `[auth]`.
 pub(super) fn build(
     cx: &Ctx<'_>,
@@ -77,8 +85,9 @@ pub(super) fn build(
                         "unsigned tokens (alg none) are never accepted".to_owned()
                     } else {
                         format!(
-                            "unsupported algorithm {:?} (one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384, HS512)",
-                            name.get_ref()
+                            "unsupported algorithm {:?} (one of {})",
+                            name.get_ref(),
+                            supported_names()
                         )
                     };
                     cx.spanned(name, field, why)
@@ -225,6 +234,7 @@ pub(super) fn build(
     .with_max_token_bytes(*a.max_token_bytes.get_ref())
     .with_roles_claim(a.roles_claim.clone())
     .with_cache_size(*a.token_cache_size.get_ref())
+    .with_clock(Arc::clone(&cx.clock))
     .with_keys(&set);
     if let Some(r) = remote {
         mw = mw.with_remote_jwks(r);
@@ -253,18 +263,28 @@ fn static_key(
     allowed: &[Algorithm],
 ) -> Result<VerifyKey, ConfigError> {
     let field = |f: &str| format!("auth.keys[{i}].{f}");
-    let alg = parse_algorithm(k.algorithm.get_ref())
-        .filter(|a| allowed.contains(a))
-        .ok_or_else(|| {
-            cx.spanned(
-                &k.algorithm,
-                field("algorithm"),
-                format!(
-                    "{:?} is not a supported algorithm listed in auth.algorithms",
-                    k.algorithm.get_ref()
-                ),
-            )
-        })?;
+    let name = k.algorithm.get_ref();
+    let alg = parse_algorithm(name).ok_or_else(|| {
+        cx.spanned(
+            &k.algorithm,
+            field("algorithm"),
+            format!(
+                "unsupported algorithm {name:?} (one of {})",
+                supported_names()
+            ),
+        )
+    })?;
+    if !allowed.contains(&alg) {
+        let listed: Vec<&str> = allowed.iter().map(|a| keys::algorithm_name(*a)).collect();
+        return Err(cx.spanned(
+            &k.algorithm,
+            field("algorithm"),
+            format!(
+                "{name} is not in auth.algorithms ({}): add it there to accept its tokens",
+                listed.join(", ")
+            ),
+        ));
+    }
     let is_hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
     let sources = [
         k.pem_file.is_some(),

@@ -10,4 +10,4 @@ pub mod validate;
 pub use auth::IdentityHeaders;
 pub use ratelimit::RateLimits;
 pub use snapshot::{ServerSettings, Snapshot};
-pub use validate::{ConfigError, GatewayConfig, load, parse};
+pub use validate::{ConfigError, GatewayConfig, load, parse, parse_with_clock};

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::file::{BackendFile, OnBackendErrorFile, RateLimitFile, RateLimitSectionFile};
 use super::validate::{ConfigError, Ctx};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::ratelimit::redis::{OnBackendError, RedisBackend, RedisSettings};
 use crate::ratelimit::{KeySpec, RateLimitPolicy, RateLimiter, Rule, SharedRule};
 
@@ -51,7 +51,7 @@ impl Builder {
         cx: &Ctx<'_>,
         section: Option<&Spanned<RateLimitSectionFile>>,
     ) -> Result<Builder, ConfigError> {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let clock = Arc::clone(&cx.clock);
         let Some(spanned) = section else {
             return Ok(Builder {
                 limits: RateLimits {

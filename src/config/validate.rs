@@ -64,6 +64,8 @@ pub struct GatewayConfig {
 pub(super) struct Ctx<'a> {
     pub(super) file: &'a Path,
     text: &'a str,
+    /// The clock of every time-based policy the config builds.
+    pub(super) clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl Ctx<'_> {
@@ -121,7 +123,20 @@ pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
 /// # Errors
 /// A [`ConfigError`] naming the file, line and field of the first problem.
 pub fn parse(text: &str, file: &Path) -> Result<GatewayConfig, ConfigError> {
-    let cx = Ctx { file, text };
+    parse_with_clock(text, file, Arc::new(crate::clock::SystemClock))
+}
+
+/// [`parse`], with the policies it builds (token times, rate limits) on
+/// `clock` (tests use a manual clock).
+///
+/// # Errors
+/// A [`ConfigError`] naming the file, line and field of the first problem.
+pub fn parse_with_clock(
+    text: &str,
+    file: &Path,
+    clock: Arc<dyn crate::clock::Clock>,
+) -> Result<GatewayConfig, ConfigError> {
+    let cx = Ctx { file, text, clock };
     let de = toml::Deserializer::parse(text).map_err(|e| toml_error(&cx, e, String::new()))?;
     let raw: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         // Spanned<T> shows up as an inner private field; the user's path ends before it.

@@ -21,8 +21,9 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Headers that describe one connection, never forwarded (plus any named in
-/// `Connection`). `Trailer` is end-to-end (RFC 9110 §6.6.2) and is kept, so
-/// request and response trailers pass through.
+/// `Connection`). `Trailer` is end-to-end (RFC 9110 §6.6.2) and is kept on
+/// responses, whose trailers pass through; request trailers are dropped
+/// (`body.rs`), and the pipeline removes the request's `Trailer` with them.
 fn fixed_hop_by_hop() -> [&'static HeaderName; 8] {
     [
         &header::CONNECTION,

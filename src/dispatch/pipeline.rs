@@ -80,6 +80,7 @@ pub(crate) async fn handle(
     let mut resp = match proxy(&snap, shared, conn, client_ip, &request_id, &mut limit, req).await {
         Ok(resp) => resp,
         Err(err) => {
+            let id = request_id.to_str().unwrap_or_default();
             match err.blame() {
                 // Refused credentials are worth seeing at the default level
                 // (the reason only: the token itself is never logged).
@@ -88,16 +89,19 @@ pub(crate) async fn handle(
                         Error::Unauthorized(e) => e.reason(),
                         _ => "forbidden",
                     };
-                    tracing::info!(%client_ip, %method, reason, error = %err, "request refused by auth")
+                    tracing::info!(request_id = id, %client_ip, %method, reason, error = %err, "request refused by auth")
                 }
                 Blame::Client => {
-                    tracing::debug!(%client_ip, %method, error = %err, "request rejected")
+                    tracing::debug!(request_id = id, %client_ip, %method, error = %err, "request rejected")
+                }
+                Blame::Upstream if matches!(err, Error::AuthUnavailable) => {
+                    tracing::warn!(request_id = id, %client_ip, %method, "request refused: no signing keys loaded yet (JWKS not fetched)")
                 }
                 Blame::Upstream => {
-                    tracing::warn!(%client_ip, %method, error = %err, "upstream failure")
+                    tracing::warn!(request_id = id, %client_ip, %method, error = %err, "upstream failure")
                 }
                 Blame::Internal => {
-                    tracing::error!(%client_ip, %method, error = %err, "internal error")
+                    tracing::error!(request_id = id, %client_ip, %method, error = %err, "internal error")
                 }
             }
             error_response(&err, &request_id)
@@ -220,6 +224,8 @@ async fn proxy(
     }
     // hyper answers 100-continue itself when we start reading the body.
     hdrs.remove(header::EXPECT);
+    // Request trailers are not forwarded (see `body.rs`): announce none.
+    hdrs.remove(header::TRAILER);
     if let Some(host) = original_host.as_ref().filter(|_| host_from_target) {
         hdrs.insert(header::HOST, host.clone());
     }

@@ -253,6 +253,8 @@ impl RedisBackend {
         match tokio::time::timeout(self.settings.timeout, call).await {
             Ok(Ok((allowed, remaining, reset_us, retry_us))) => {
                 if self.down.swap(false, Ordering::Relaxed) {
+                    // The probe's back-off window is over: share from now on.
+                    self.skip_until_ns.store(0, Ordering::Relaxed);
                     tracing::info!(rule = %rule.name, "rate limit: Redis answers again; limits are shared again");
                 }
                 self.answered.fetch_add(1, Ordering::Relaxed);

@@ -4,6 +4,7 @@
 
 pub mod jwks_server;
 pub mod jwt;
+pub mod redis;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};
@@ -34,12 +35,24 @@ pub fn service_toml(name: &str, addrs: &[SocketAddr], extra: &str) -> String {
 
 /// Start the gateway in this process from config text (`listen` is forced to port 0).
 pub async fn gateway(config: &str) -> RunningGateway {
+    gateway_with_clock(
+        config,
+        std::sync::Arc::new(aether_gateway::clock::SystemClock),
+    )
+    .await
+}
+
+/// [`gateway`] with its time-based policies (rate limits, token times) on `clock`.
+pub async fn gateway_with_clock(
+    config: &str,
+    clock: std::sync::Arc<dyn aether_gateway::clock::Clock>,
+) -> RunningGateway {
     let text = if config.contains("[server]") {
         config.to_owned()
     } else {
         format!("[server]\nlisten = \"127.0.0.1:0\"\n{config}")
     };
-    let cfg = aether_gateway::config::parse(&text, Path::new("test.toml"))
+    let cfg = aether_gateway::config::parse_with_clock(&text, Path::new("test.toml"), clock)
         .unwrap_or_else(|e| panic!("{e}"));
     BackendRuntime::from_config(cfg)
         .start()

@@ -198,9 +198,15 @@ impl Upstream {
         let mut body = req.into_body();
         let mut body_bytes = 0u64;
         let mut body_text = Vec::new();
+        let mut trailers = BTreeMap::new();
         while let Some(frame) = body.frame().await {
             match frame {
                 Ok(f) => {
+                    if let Some(t) = f.trailers_ref() {
+                        for (k, v) in t {
+                            trailers.insert(k.to_string(), v.to_str().unwrap_or("?").to_owned());
+                        }
+                    }
                     if let Some(d) = f.data_ref() {
                         body_bytes += d.len() as u64;
                         if body_text.len() < 4096 {
@@ -232,6 +238,7 @@ impl Upstream {
             "headers": headers,
             "body_bytes": body_bytes,
             "body": String::from_utf8_lossy(&body_text),
+            "trailers": trailers,
         });
         let mut resp = Response::new(TestBody::Full(Some(Bytes::from(json.to_string()))));
         resp.headers_mut()

@@ -9,10 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the test-suite drives. Empty for now: the HTTP tests use
-# in-process hyper upstreams and clients; redis-server, coturn and a Python
-# venv for aioice join this list with the rate-limit and relay issues.
-APT_PACKAGES=()
+# Debian packages the test-suite drives: redis-server for the shared rate
+# limits (tests/ratelimit.rs starts its own on an ephemeral port). coturn
+# and a Python venv for aioice join this list with the relay.
+APT_PACKAGES=(redis-server)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

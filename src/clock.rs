@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of the current time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -30,8 +30,11 @@ impl Clock for SystemClock {
     }
 
     fn monotonic(&self) -> Duration {
-        static ORIGIN: OnceLock<Instant> = OnceLock::new();
-        ORIGIN.get_or_init(Instant::now).elapsed()
+        // quanta reads the TSC (calibrated once), a few ns, where
+        // `Instant::now` is a clock_gettime call: this runs per rate-limit
+        // check (measured in benches/ratelimit.rs).
+        static ORIGIN: OnceLock<quanta::Instant> = OnceLock::new();
+        ORIGIN.get_or_init(quanta::Instant::now).elapsed()
     }
 }
 

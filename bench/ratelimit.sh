@@ -57,6 +57,7 @@ printf '%s\n' \
 taskset -c $SERVER_CPU "$NGINX" -c "$WORK/nginx.conf" -p "$WORK"
 taskset -c $SERVER_CPU redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$WORK" >/dev/null 2>&1 &
 PIDS+=($!)
+for _ in $(seq 1 200); do [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && break; sleep 0.05; done
 
 LIMIT='rate_limit = { requests_per_minute = 1000000000, key = "ip" }'
 REDIS_SECTION=$(printf '%s\n' "[rate_limit]" 'backend = "redis"' "redis_url = \"redis://127.0.0.1:$REDIS_PORT\"" "redis_timeout_ms = 50")
@@ -83,12 +84,12 @@ for p in "$P_NONE" "$P_LOCAL" "$P_R1" "$P_R2"; do
   for _ in $(seq 1 200); do curl -fs -o /dev/null "$(url "$p")" && break; sleep 0.05; done
 done
 # The Redis gateways must really count in Redis, or the run measures the fallback.
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
   curl -fs -o /dev/null "$(url "$P_R1")"; curl -fs -o /dev/null "$(url "$P_R2")"
   [ "$(redis-cli -p "$REDIS_PORT" dbsize)" != 0 ] && break
   sleep 0.05
 done
-[ "$(redis-cli -p "$REDIS_PORT" dbsize)" != 0 ] || { echo "the gateways do not count in Redis" >&2; exit 1; }
+[ "$(redis-cli -p "$REDIS_PORT" dbsize)" != 0 ] || { echo "the gateways do not count in Redis" >&2; cat "$WORK/redis1.out" "$WORK/redis1.toml" >&2; exit 1; }
 evalsha_calls() { redis-cli -p "$REDIS_PORT" info commandstats | awk -F'[=,:]' '/cmdstat_evalsha/ {print $3}'; }
 CALLS_BEFORE=$(evalsha_calls)
 

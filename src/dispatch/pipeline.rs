@@ -2,14 +2,13 @@
 //!
 //! accept (connection cap, in `runtime`) → parse (hyper: head size and time
 //! limits) → request id → client address → path normalisation → route match
-//! (404/405/OPTIONS) → auth (401/403) → body cap (413) → upstream request
-//! (header hygiene, identity and forwarding headers) → dispatch (endpoint
-//! choice, timeout, retry) → response (request id echoed; WebSocket tunnel
-//! spawned on 101).
+//! (404/405/OPTIONS) → auth (401/403) → rate limits (429) → body cap (413) →
+//! upstream request (header hygiene, identity and forwarding headers) →
+//! dispatch (endpoint choice, timeout, retry) → response (request id and
+//! `RateLimit-*` headers; WebSocket tunnel spawned on 101).
 //!
-//! Later steps (rate limit, geo) slot in between auth and dispatch: they need
-//! the route, the user and the client address, and must run before any byte
-//! goes upstream.
+//! Geo routing slots in between the rate limits and dispatch: it needs the
+//! route and the client address, and must run before any byte goes upstream.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -76,8 +75,18 @@ pub(crate) async fn handle(
     let request_id = h::request_id(req.headers());
     let client_ip = snap.trusted_proxies.client_ip(conn.peer_ip, req.headers());
     let method = req.method().clone();
-    let mut limit = None;
-    let mut resp = match proxy(&snap, shared, conn, client_ip, &request_id, &mut limit, req).await {
+    let mut rate_status = None;
+    let mut resp = match proxy(
+        &snap,
+        shared,
+        conn,
+        client_ip,
+        &request_id,
+        &mut rate_status,
+        req,
+    )
+    .await
+    {
         Ok(resp) => resp,
         Err(err) => {
             let id = request_id.to_str().unwrap_or_default();
@@ -110,7 +119,7 @@ pub(crate) async fn handle(
     resp.headers_mut().insert(&X_REQUEST_ID, request_id);
     // Every answer of a limited route says where the client stands, the
     // 429 and upstream errors included.
-    if let Some(status) = &limit {
+    if let Some(status) = &rate_status {
         crate::ratelimit::write_headers(
             status,
             snap.rate_limits.x_ratelimit_headers,
@@ -126,7 +135,7 @@ async fn proxy(
     conn: &ConnInfo,
     client_ip: IpAddr,
     request_id: &HeaderValue,
-    limit: &mut Option<RateLimitStatus>,
+    rate_status: &mut Option<RateLimitStatus>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Error> {
     // Framing and authority first: a request we would refuse anyway gets no
@@ -169,7 +178,7 @@ async fn proxy(
             .rate_limit
             .iter()
             .chain(&snap.rate_limits.global);
-        rate_limit(rules, &inputs, limit).await?;
+        rate_limit(rules, &inputs, rate_status).await?;
     }
 
     let limit = route

@@ -267,30 +267,21 @@ impl RateLimiter {
     /// # Errors
     /// [`RateLimitError::InvalidPolicy`] for a burst of 0.
     pub fn with_burst(self, burst: u32) -> Result<Self, RateLimitError> {
-        let clock = Arc::clone(&self.store_clock());
-        Self::build(self.policy, burst, self.store_max_keys(), clock)
+        Self::build(self.policy, burst, self.store.max_keys(), self.store.clock())
     }
 
-    /// The same limiter on another clock (tests).
+    /// The same limiter on another clock (tests). Counts so far are dropped.
     pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
-        Self::build(self.policy, self.gcra.burst, self.store_max_keys(), clock)
+        Self::build(self.policy, self.gcra.burst, self.store.max_keys(), clock)
             .expect("parameters were valid already")
     }
 
     /// The same limiter holding at most `max_keys` keys; requests of further
-    /// keys share one overflow counter until idle keys are swept.
+    /// keys share one overflow counter until idle keys are swept. Counts so
+    /// far are dropped.
     pub fn with_max_keys(self, max_keys: usize) -> Self {
-        let clock = self.store_clock();
-        Self::build(self.policy, self.gcra.burst, max_keys, clock)
+        Self::build(self.policy, self.gcra.burst, max_keys, self.store.clock())
             .expect("parameters were valid already")
-    }
-
-    fn store_clock(&self) -> Arc<dyn Clock> {
-        self.store.clock()
-    }
-
-    fn store_max_keys(&self) -> usize {
-        self.store.max_keys()
     }
 
     /// The policy.

@@ -267,7 +267,12 @@ impl RateLimiter {
     /// # Errors
     /// [`RateLimitError::InvalidPolicy`] for a burst of 0.
     pub fn with_burst(self, burst: u32) -> Result<Self, RateLimitError> {
-        Self::build(self.policy, burst, self.store.max_keys(), self.store.clock())
+        Self::build(
+            self.policy,
+            burst,
+            self.store.max_keys(),
+            self.store.clock(),
+        )
     }
 
     /// The same limiter on another clock (tests). Counts so far are dropped.
@@ -509,13 +514,25 @@ pub mod header_names {
     pub const X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 }
 
+/// A header value for a number: small ones from a table made once (a
+/// shared clone, no allocation per response), others formatted.
+fn number(n: u64) -> HeaderValue {
+    static SMALL: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
+    let table = SMALL.get_or_init(|| (0..=1024u64).map(HeaderValue::from).collect());
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| table.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(n))
+}
+
 /// Write the `RateLimit-*` (and optionally `X-RateLimit-*`) headers of `s`.
 pub fn write_headers(s: &RateLimitStatus, legacy: bool, h: &mut http::HeaderMap) {
     use header_names::*;
     let values = [
-        HeaderValue::from(s.limit),
-        HeaderValue::from(s.remaining),
-        HeaderValue::from(s.reset_seconds()),
+        number(u64::from(s.limit)),
+        number(u64::from(s.remaining)),
+        number(s.reset_seconds()),
     ];
     for (name, v) in [LIMIT, REMAINING, RESET].into_iter().zip(values.iter()) {
         h.insert(name, v.clone());

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by callgrind (deterministic: the
+# same on a noisy or a quiet machine), for the request-path features:
+#   plain      — route without auth or limits
+#   auth       — [auth] on the route, one RS256 token (the cached path)
+#   ratelimit  — a local per-IP limit on the route (every request allowed)
+#
+#   bench/callgrind.sh [requests]     (default 2000)
+#
+# Each variant runs the gateway under callgrind twice, with N and 2N requests
+# on one keep-alive connection; the difference divided by N is the cost of
+# one request without start-up and shutdown.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-2000}
+
+for tool in valgrind nginx openssl; do
+  if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind nginx-light openssl >/dev/null
+    else
+      echo "need $tool: apt-get install valgrind nginx-light openssl" >&2; exit 1
+    fi
+  fi
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+cargo build --release --quiet
+GW=target/release/aether-gateway
+
+WORK=$(mktemp -d)
+cleanup() {
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP_PORT=$(free_port)
+printf '%s\n' \
+  "worker_processes 1; daemon on; error_log $WORK/error.log crit; pid $WORK/nginx.pid;" \
+  "events { worker_connections 1024; }" \
+  "http { access_log off; keepalive_requests 1000000;" \
+  "  server { listen 127.0.0.1:$UP_PORT; location / { return 200 '{\"ok\":true}'; } } }" \
+  > "$WORK/nginx.conf"
+"$NGINX" -c "$WORK/nginx.conf" -p "$WORK"
+
+b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/jwt.key" 2>/dev/null
+openssl pkey -in "$WORK/jwt.key" -pubout -out "$WORK/jwt.pub"
+input="$(printf '{"alg":"RS256","kid":"k"}' | b64url).$(printf '{"iss":"aether-auth","aud":"aether-api","sub":"player-7","role":"player","exp":%d}' $(( $(date +%s) + 86400 )) | b64url)"
+TOKEN="$input.$(printf '%s' "$input" | openssl dgst -sha256 -sign "$WORK/jwt.key" -binary | b64url)"
+
+config() { # variant port
+  printf '%s\n' "[server]" "listen = \"127.0.0.1:$2\"" "worker_threads = 1"
+  if [ "$1" = auth ]; then
+    printf '%s\n' "[auth]" 'issuer = "aether-auth"' 'audiences = ["aether-api"]' 'algorithms = ["RS256"]' \
+      "[[auth.keys]]" 'kid = "k"' 'algorithm = "RS256"' "pem_file = \"$WORK/jwt.pub\""
+  fi
+  printf '%s\n' "[[services]]" 'name = "w"' "[[services.endpoints]]" "address = \"127.0.0.1:$UP_PORT\"" \
+    "[[routes]]" 'method = "GET"' 'path = "/api/v1/worlds/{id}"' 'service = "w"'
+  if [ "$1" = ratelimit ]; then
+    echo 'rate_limit = { requests_per_minute = 1000000000, key = "ip" }'
+  fi
+}
+
+# Total instructions of one gateway run serving `n` requests.
+run() { # variant n
+  local port out
+  port=$(free_port)
+  config "$1" "$port" > "$WORK/$1.toml"
+  out="$WORK/cg.$1.$2"
+  RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" "$GW" --config "$WORK/$1.toml" >/dev/null 2>"$WORK/vg.log" &
+  local pid=$!
+  python3 - "$port" "$2" "$1" "$TOKEN" <<'PY'
+import http.client, sys, time
+port, n, variant, token = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+deadline = time.time() + 120
+while True:
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30); c.connect(); break
+    except OSError:
+        if time.time() > deadline: raise
+        time.sleep(0.2)
+headers = {"Authorization": "Bearer " + token} if variant == "auth" else {}
+for i in range(n):
+    c.request("GET", "/api/v1/worlds/7", headers=headers)
+    r = c.getresponse(); r.read()
+    assert r.status == 200, (variant, r.status)
+PY
+  kill -TERM "$pid"; wait "$pid" || true
+  awk '/^summary:/ {print $2}' "$out"
+}
+
+printf '| variant | instructions/request | vs plain |\n|---|---|---|\n'
+base=""
+for v in plain auth ratelimit; do
+  a=$(run "$v" "$N"); b=$(run "$v" $(( 2 * N )))
+  per=$(( (b - a) / N ))
+  [ -z "$base" ] && base=$per
+  printf '| %s | %d | %s |\n' "$v" "$per" "$(awk -v p="$per" -v b="$base" 'BEGIN { printf "%+.1f %%", (p / b - 1) * 100 }')"
+done

@@ -125,7 +125,7 @@ async fn users_have_their_own_counters_and_anonymous_falls_back_to_the_ip() {
     let dir = tempfile::tempdir().unwrap();
     let gw = gateway_with_clock(
         &format!(
-            "{}{}[[routes]]\nmethod = \"GET\"\npath = \"/api/v1/me\"\nservice = \"world-service\"\nauth = \"optional\"\nrate_limit = {{ requests_per_minute = 2, key = \"user\" }}\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n{}{}[[routes]]\nmethod = \"GET\"\npath = \"/api/v1/me\"\nservice = \"world-service\"\nauth = \"optional\"\nrate_limit = {{ requests_per_minute = 2, key = \"user\" }}\n",
             auth_section(&dir),
             service_toml("world-service", &[up.addr], "")
         ),
@@ -149,10 +149,14 @@ async fn users_have_their_own_counters_and_anonymous_falls_back_to_the_ip() {
         statuses(&gw, me, &[("authorization", &alice2)], 1).await,
         [429]
     );
-    // Anonymous requests count by address, not in one shared "no user" bucket,
-    // and a user named like the address is someone else.
-    assert_eq!(statuses(&gw, me, &[], 3).await, [200, 200, 429]);
-    let named_ip = bearer(&token("127.0.0.1", json!("player")));
+    // Anonymous requests count by address, not in one shared "no user"
+    // bucket (two anonymous clients behind the trusted proxy: two counters),
+    // and a user named like an address is someone else.
+    let anon_a = [("x-forwarded-for", "198.51.100.1")];
+    let anon_b = [("x-forwarded-for", "198.51.100.2")];
+    assert_eq!(statuses(&gw, me, &anon_a, 3).await, [200, 200, 429]);
+    assert_eq!(statuses(&gw, me, &anon_b, 2).await, [200, 200]);
+    let named_ip = bearer(&token("198.51.100.1", json!("player")));
     assert_eq!(
         statuses(&gw, me, &[("authorization", &named_ip)], 1).await,
         [200]

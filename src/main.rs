@@ -17,8 +17,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "aether-gateway", version, about)]
 struct Cli {
-    /// Configuration file to run (same as `run --config FILE`). Without it and
-    /// without a command, the built-in demo starts.
+    /// Configuration file (required by `run` and `check`; with no command
+    /// it is run, and with neither the built-in demo starts).
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]

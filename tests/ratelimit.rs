@@ -261,6 +261,48 @@ async fn global_and_route_rules_must_all_pass_and_api_keys_count_apart() {
 }
 
 #[test]
+fn the_contract_example_validates() {
+    let text = "[rate_limit]\nbackend = \"local\"                        # or \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\non_backend_error = \"local\"               # \"local\" | \"allow\" | \"deny\"\n\n[[services]]\nname = \"world-service\"\n\n[[routes]]\nmethod = \"POST\"\npath = \"/api/v1/worlds\"\nservice = \"world-service\"\nrate_limit = { requests_per_minute = 60, key = \"user\" }   # key: \"user\" | \"ip\" | \"route\" | \"header:x-api-key\"\n";
+    let cfg = aether_gateway::config::parse(text, std::path::Path::new("t.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        cfg.warnings
+            .iter()
+            .any(|w| w.contains("redis_url is not used")),
+        "{:?}",
+        cfg.warnings
+    );
+    assert!(
+        cfg.warnings
+            .iter()
+            .any(|w| w.contains("there is no [auth]")),
+        "{:?}",
+        cfg.warnings
+    );
+}
+
+#[test]
+fn ipv6_clients_count_per_prefix() {
+    let mut limits = aether_gateway::config::RateLimits {
+        ipv6_prefix: 64,
+        ..Default::default()
+    };
+    let a = limits.client_key("2001:db8:1:2:aaaa::1".parse().unwrap());
+    let b = limits.client_key("2001:db8:1:2:bbbb::2".parse().unwrap());
+    let other = limits.client_key("2001:db8:1:3::1".parse().unwrap());
+    assert_eq!(a, b);
+    assert_eq!(a, "2001:db8:1:2::".parse::<std::net::IpAddr>().unwrap());
+    assert_ne!(a, other);
+    let v4: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+    assert_eq!(limits.client_key(v4), v4);
+    limits.ipv6_prefix = 128;
+    assert_eq!(
+        limits.client_key("2001:db8::1".parse().unwrap()),
+        "2001:db8::1".parse::<std::net::IpAddr>().unwrap()
+    );
+}
+
+#[test]
 fn rate_limit_config_errors_name_line_and_field() {
     let svc = "[[services]]\nname = \"w\"\n";
     let route = |rl: &str| {
@@ -323,6 +365,11 @@ fn rate_limit_config_errors_name_line_and_field() {
             "rate_limit.rules[0]",
             "give requests_per_minute",
         ),
+        ("[rate_limit]\n[[rate_limit.rules]]\nname = \"a\"\nwindow_seconds = 10000000000\nmax_requests = 1\n".to_owned(), 5, "rate_limit.rules[0].window_seconds", "must be 1 to"),
+        (route("{ requests_per_minute = 1, burst = 307445735 }"), 7, "routes[0].rate_limit.burst", "must fit"),
+        ("[rate_limit]\nredis_timeout_ms = 100000\n".to_owned(), 2, "rate_limit.redis_timeout_ms", "at most 10000"),
+        ("[rate_limit]\nipv6_prefix = 0\n".to_owned(), 2, "rate_limit.ipv6_prefix", "1 to 128"),
+        ("[rate_limit]\nkey_prefix = \"\"\n".to_owned(), 2, "rate_limit.key_prefix", "must not be empty"),
     ] {
         let e = aether_gateway::config::parse(&text, std::path::Path::new("t.toml")).unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (line, field), "{text}\n{e}");
@@ -364,7 +411,8 @@ async fn until_shared(gw: &aether_gateway::RunningGateway, redis: &RedisServer) 
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let r = get_h(gw, "/warm", &[]).await;
-        assert_eq!(r.status, StatusCode::OK);
+        // 429 only from the fallback of `deny` before the first connection.
+        assert!(matches!(r.status.as_u16(), 200 | 429), "{}", r.status);
         if redis.command("DBSIZE").trim() != ":0" {
             assert_eq!(redis.command("FLUSHALL").trim(), "+OK");
             return;
@@ -427,6 +475,41 @@ async fn redis_outage_falls_back_to_local_and_sharing_resumes() {
     assert_eq!(statuses(&a, "/a", &[], 2).await, [200, 200]);
     assert_eq!(statuses(&b, "/a", &[], 3).await, [200, 200, 429]);
     assert_eq!(statuses(&a, "/a", &[], 1).await, [429]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_key_in_redis_is_one_clients_problem_not_an_outage() {
+    let redis = RedisServer::start();
+    let up = Upstream::start("world").await;
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n[rate_limit]\nbackend = \"redis\"\nredis_url = \"{}\"\nredis_timeout_ms = 500\non_backend_error = \"deny\"\n{}[[routes]]\nmethod = \"GET\"\npath = \"/warm\"\nservice = \"world-service\"\nrate_limit = {{ requests_per_minute = 100000, key = \"ip\" }}\n[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nservice = \"world-service\"\nrate_limit = {{ requests_per_minute = 60, key = \"ip\" }}\n",
+        redis.url(),
+        service_toml("world-service", &[up.addr], "")
+    );
+    let gw = gateway(&cfg).await;
+    until_shared(&gw, &redis).await;
+    // Someone with Redis access (or an OOM) makes one client's key unusable.
+    let bad = "aether:rl:{route:GET /a:i:198.51.100.66}";
+    assert_eq!(redis.command(&format!("LPUSH \"{bad}\" x")).trim(), ":1");
+    let victim = [("x-forwarded-for", "198.51.100.66")];
+    let other = [("x-forwarded-for", "198.51.100.77")];
+    for _ in 0..5 {
+        // The bad key's client gets the fallback (deny), however often it
+        // asks in a row ...
+        assert_eq!(statuses(&gw, "/a", &victim, 4).await, [429, 429, 429, 429]);
+        // ... everyone else is still counted in Redis, not cut off.
+        assert_eq!(statuses(&gw, "/a", &other, 1).await, [200]);
+    }
+    let pttl: i64 = redis
+        .command("PTTL \"aether:rl:{route:GET /a:i:198.51.100.77}\"")
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .unwrap();
+    assert!(
+        pttl > 4_000 && pttl <= 5_000,
+        "five requests of 1 s each counted in Redis: {pttl}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -222,13 +222,16 @@ pub struct RateLimitSectionFile {
     pub redis_retry_interval_ms: Spanned<u64>,
     /// Prefix of every Redis key.
     #[serde(default = "default_key_prefix")]
-    pub key_prefix: String,
+    pub key_prefix: Spanned<String>,
     /// Also send `X-RateLimit-*` headers.
     #[serde(default)]
     pub x_ratelimit_headers: bool,
     /// Keys held per rule in process; beyond it new keys share one counter.
     #[serde(default = "default_max_keys")]
     pub max_keys_per_rule: Spanned<usize>,
+    /// IPv6 clients are counted per prefix of this many bits.
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: Spanned<u8>,
     /// How often keys whose allowance is whole again are forgotten.
     #[serde(default = "default_sweep")]
     pub sweep_interval_seconds: Spanned<u64>,
@@ -279,17 +282,20 @@ pub struct GlobalRuleFile {
     pub burst: Option<Spanned<u32>>,
 }
 
+fn default_ipv6_prefix() -> Spanned<u8> {
+    Spanned::new(0..0, 64)
+}
 fn default_backend() -> Spanned<BackendFile> {
     Spanned::new(0..0, BackendFile::Local)
 }
 fn default_redis_timeout() -> Spanned<u64> {
-    Spanned::new(0..0, 5)
+    Spanned::new(0..0, 10)
 }
 fn default_redis_retry() -> Spanned<u64> {
     Spanned::new(0..0, 1_000)
 }
-fn default_key_prefix() -> String {
-    "aether:rl".to_owned()
+fn default_key_prefix() -> Spanned<String> {
+    Spanned::new(0..0, "aether:rl".to_owned())
 }
 fn default_max_keys() -> Spanned<usize> {
     Spanned::new(0..0, crate::ratelimit::DEFAULT_MAX_KEYS)

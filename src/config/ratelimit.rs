@@ -13,6 +13,9 @@ use crate::clock::Clock;
 use crate::ratelimit::redis::{OnBackendError, RedisBackend, RedisSettings};
 use crate::ratelimit::{KeySpec, RateLimitPolicy, RateLimiter, Rule, SharedRule};
 
+/// Longest window a rule may have.
+const MAX_WINDOW_SECONDS: u64 = 365 * 24 * 3600;
+
 /// Every limit of one config.
 #[derive(Debug, Default)]
 pub struct RateLimits {
@@ -26,6 +29,26 @@ pub struct RateLimits {
     pub x_ratelimit_headers: bool,
     /// How often idle keys are forgotten.
     pub sweep_interval: Duration,
+    /// IPv6 clients are counted per prefix of this length (one host
+    /// commonly holds a whole /64).
+    pub ipv6_prefix: u8,
+}
+
+impl RateLimits {
+    /// The address a limit counts a client by: IPv4 as is, IPv6 cut to
+    /// `ipv6_prefix` bits.
+    pub fn client_key(&self, ip: std::net::IpAddr) -> std::net::IpAddr {
+        match ip {
+            std::net::IpAddr::V6(v6) if self.ipv6_prefix < 128 => {
+                let bits = u128::from(v6);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.ipv6_prefix))
+                    .unwrap_or(0);
+                std::net::IpAddr::V6((bits & mask).into())
+            }
+            other => other,
+        }
+    }
 }
 
 /// State while the routes are built.
@@ -35,6 +58,7 @@ pub(super) struct Builder {
     clock: Arc<dyn Clock>,
     /// `bucket` name → the rule and the route that defined it.
     buckets: HashMap<String, Bucket>,
+    warnings: Vec<String>,
 }
 
 /// A shared `bucket`: routes naming it must agree on its settings.
@@ -50,17 +74,20 @@ impl Builder {
     pub(super) fn new(
         cx: &Ctx<'_>,
         section: Option<&Spanned<RateLimitSectionFile>>,
+        warnings: &mut Vec<String>,
     ) -> Result<Builder, ConfigError> {
         let clock = Arc::clone(&cx.clock);
         let Some(spanned) = section else {
             return Ok(Builder {
                 limits: RateLimits {
                     sweep_interval: Duration::from_secs(10),
+                    ipv6_prefix: 64,
                     ..RateLimits::default()
                 },
                 max_keys: crate::ratelimit::DEFAULT_MAX_KEYS,
                 clock,
                 buckets: HashMap::new(),
+                warnings: Vec::new(),
             });
         };
         let s = spanned.get_ref();
@@ -73,6 +100,26 @@ impl Builder {
                 return Err(cx.spanned(v, format!("rate_limit.{name}"), "must be at least 1"));
             }
         }
+        if !(1..=128).contains(s.ipv6_prefix.get_ref()) {
+            return Err(cx.spanned(&s.ipv6_prefix, "rate_limit.ipv6_prefix", "must be 1 to 128"));
+        }
+        if *s.redis_timeout_ms.get_ref() > 10_000 {
+            return Err(cx.spanned(
+                &s.redis_timeout_ms,
+                "rate_limit.redis_timeout_ms",
+                "must be at most 10000 (10 s): a limit that waits longer than that is an outage",
+            ));
+        }
+        if *s.redis_retry_interval_ms.get_ref() > 600_000 {
+            return Err(cx.spanned(
+                &s.redis_retry_interval_ms,
+                "rate_limit.redis_retry_interval_ms",
+                "must be at most 600000 (10 min)",
+            ));
+        }
+        if s.key_prefix.get_ref().is_empty() {
+            return Err(cx.spanned(&s.key_prefix, "rate_limit.key_prefix", "must not be empty"));
+        }
         if *s.max_keys_per_rule.get_ref() == 0 {
             return Err(cx.spanned(
                 &s.max_keys_per_rule,
@@ -82,12 +129,12 @@ impl Builder {
         }
         let redis = match s.backend.get_ref() {
             BackendFile::Local => {
-                if let Some(u) = s.redis_url.as_ref().or(s.redis_url_env.as_ref()) {
-                    return Err(cx.spanned(
-                        u,
-                        "rate_limit.backend",
-                        "a Redis URL is given but backend is \"local\" (set backend = \"redis\")",
-                    ));
+                // Kept for a switch to "redis" (the documented example has
+                // both), but said: an operator may expect it to be used.
+                if s.redis_url.is_some() || s.redis_url_env.is_some() {
+                    warnings.push(
+                        "rate_limit: backend is \"local\", so redis_url is not used (counters stay in this process)".to_owned(),
+                    );
                 }
                 None
             }
@@ -98,11 +145,13 @@ impl Builder {
                 redis,
                 x_ratelimit_headers: s.x_ratelimit_headers,
                 sweep_interval: Duration::from_secs(*s.sweep_interval_seconds.get_ref()),
+                ipv6_prefix: *s.ipv6_prefix.get_ref(),
                 ..RateLimits::default()
             },
             max_keys: *s.max_keys_per_rule.get_ref(),
             clock,
             buckets: HashMap::new(),
+            warnings: Vec::new(),
         };
         let mut names = HashMap::new();
         for (i, r) in s.rules.iter().enumerate() {
@@ -149,6 +198,7 @@ impl Builder {
                 r.burst.as_ref(),
                 r.key.as_ref(),
                 &field,
+                true,
             )?;
             b.limits.global.push(rule);
         }
@@ -165,14 +215,19 @@ impl Builder {
         burst: Option<&Spanned<u32>>,
         key: Option<&Spanned<String>>,
         field: &dyn Fn(&str) -> String,
+        on_every_route: bool,
     ) -> Result<SharedRule, ConfigError> {
         let spec = match key {
             None => KeySpec::parse("user").expect("a valid key"),
             Some(k) => KeySpec::parse(k.get_ref())
                 .map_err(|e| cx.spanned(k, field("key"), e.to_string()))?,
         };
-        if policy.window_seconds == 0 {
-            return Err(cx.at(at, field("window_seconds"), "must be at least 1"));
+        if policy.window_seconds == 0 || policy.window_seconds > MAX_WINDOW_SECONDS {
+            return Err(cx.at(
+                at,
+                field("window_seconds"),
+                format!("must be 1 to {MAX_WINDOW_SECONDS} (one year)"),
+            ));
         }
         if policy.max_requests == 0 {
             return Err(cx.at(
@@ -186,14 +241,27 @@ impl Builder {
             ));
         }
         let burst_value = burst.map_or(policy.max_requests, |b| *b.get_ref());
+        let rate_field = if policy.window_seconds == 60 && field("x").contains("routes[") {
+            "requests_per_minute"
+        } else {
+            "max_requests"
+        };
         let limiter = RateLimiter::try_new(policy, burst_value)
             .map_err(|e| match burst {
                 Some(b) if *b.get_ref() == 0 => cx.spanned(b, field("burst"), "must be at least 1"),
-                _ => cx.at(at.clone(), field("requests_per_minute"), e.to_string()),
+                Some(b) => cx.spanned(
+                    b,
+                    field("burst"),
+                    format!("{e} (burst × interval must fit the window's arithmetic)"),
+                ),
+                None => cx.at(at.clone(), field(rate_field), e.to_string()),
             })?
             .with_max_keys(self.max_keys)
             .with_clock(Arc::clone(&self.clock));
         let mut rule = Rule::local(name, spec, limiter);
+        if on_every_route {
+            rule = rule.on_every_route();
+        }
         if let Some(r) = &self.limits.redis {
             rule = rule.shared(Arc::clone(r));
         }
@@ -233,11 +301,12 @@ impl Builder {
             if let Some(b) = self.buckets.get(bucket.get_ref()) {
                 if b.settings != settings {
                     let first = b.first_route;
+                    let (rpm, burst, key) = &b.settings;
                     return Err(cx.spanned(
                         bucket,
                         field("bucket"),
                         format!(
-                            "bucket {:?} is defined by routes[{first}] with other settings (requests_per_minute, burst and key must match)",
+                            "bucket {:?} is defined by routes[{first}] as requests_per_minute = {rpm}, burst = {burst}, key = {key:?}; every route of a bucket must say the same",
                             bucket.get_ref()
                         ),
                     ));
@@ -252,6 +321,7 @@ impl Builder {
                 r.burst.as_ref(),
                 r.key.as_ref(),
                 &field,
+                false,
             )?;
             self.buckets.insert(
                 bucket.get_ref().clone(),
@@ -271,12 +341,18 @@ impl Builder {
             r.burst.as_ref(),
             r.key.as_ref(),
             &field,
+            false,
         )
     }
 
-    /// The finished set.
-    pub(super) fn finish(self) -> RateLimits {
-        self.limits
+    /// Something accepted but worth telling the operator.
+    pub(super) fn warn(&mut self, w: String) {
+        self.warnings.push(w);
+    }
+
+    /// The finished set, and its warnings.
+    pub(super) fn finish(self) -> (RateLimits, Vec<String>) {
+        (self.limits, self.warnings)
     }
 }
 
@@ -324,7 +400,7 @@ fn redis_backend(
                 OnBackendErrorFile::Allow => OnBackendError::Allow,
                 OnBackendErrorFile::Deny => OnBackendError::Deny,
             },
-            key_prefix: s.key_prefix.clone(),
+            key_prefix: s.key_prefix.get_ref().clone(),
             retry_interval: Duration::from_millis(*s.redis_retry_interval_ms.get_ref()),
         },
         clock,

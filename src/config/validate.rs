@@ -220,7 +220,7 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
         dispatcher.add_service(build_service(cx, i, svc)?);
     }
 
-    let mut limits = super::ratelimit::Builder::new(cx, raw.rate_limit.as_ref())?;
+    let mut limits = super::ratelimit::Builder::new(cx, raw.rate_limit.as_ref(), &mut warnings)?;
     let mut router = Router::new();
     for (i, r) in raw.routes.iter().enumerate() {
         let env = RouteEnv {
@@ -250,6 +250,8 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
         })
         .collect::<Result<Vec<IpNet>, _>>()?;
 
+    let (rate_limits, limit_warnings) = limits.finish();
+    warnings.extend(limit_warnings);
     Ok(GatewayConfig {
         server,
         snapshot: Snapshot {
@@ -265,7 +267,7 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
             },
             auth,
             identity_headers,
-            rate_limits: limits.finish(),
+            rate_limits,
         },
         warnings,
     })
@@ -520,6 +522,24 @@ fn add_routes(
         ));
     }
     let route_auth = route_auth(cx, i, r, auth_configured)?;
+    // The same name on every gateway of a fleet with this config, so Redis
+    // counters are shared: the methods and the path.
+    let route_name = {
+        let names: Vec<&str> = methods.iter().map(|(m, _)| m.as_str()).collect();
+        format!("{} {}", names.join(","), r.path.get_ref())
+    };
+    if let Some(rl) = &r.rate_limit
+        && !auth_configured
+        && rl
+            .get_ref()
+            .key
+            .as_ref()
+            .is_none_or(|k| k.get_ref().contains("user"))
+    {
+        limits.warn(format!(
+            "routes[{i}].rate_limit counts by user, but there is no [auth]: every request counts by client address"
+        ));
+    }
     let policy = RoutePolicy {
         timeout: r
             .timeout_ms
@@ -533,14 +553,9 @@ fn add_routes(
         auth: route_auth,
         rate_limit: match &r.rate_limit {
             None => None,
-            Some(rl) => {
-                // The same name on every gateway of a fleet with this config,
-                // so Redis counters are shared: the methods and the path.
-                let names: Vec<&str> = methods.iter().map(|(m, _)| m.as_str()).collect();
-                let name = format!("{} {}", names.join(","), r.path.get_ref());
-                Some(limits.route_rule(cx, i, &name, rl)?)
-            }
+            Some(rl) => Some(limits.route_rule(cx, i, &route_name, rl)?),
         },
+        name: Arc::from(route_name.as_str()),
     };
     if let Some(t) = &r.timeout_ms
         && *t.get_ref() == 0

@@ -37,11 +37,10 @@ impl TrustedProxies {
         }
         let mut client = peer;
         for value in headers.get_all("x-forwarded-for").iter().rev() {
-            let Ok(value) = value.to_str() else {
-                return client;
-            };
-            for entry in value.rsplit(',') {
-                let Some(ip) = parse_entry(entry) else {
+            // Entry by entry over the bytes: a non-ASCII byte the client put
+            // in its own (left) part must not hide what our proxies appended.
+            for entry in value.as_bytes().rsplit(|b| *b == b',') {
+                let Some(ip) = std::str::from_utf8(entry).ok().and_then(parse_entry) else {
                     return client;
                 };
                 client = ip;
@@ -115,6 +114,13 @@ mod tests {
         );
         // No header: the peer.
         assert_eq!(t.client_ip(ip("10.0.0.1"), &headers(&[])), ip("10.0.0.1"));
+        // A non-UTF-8 byte on the client's side of the list hides nothing.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"\x80, 198.51.100.2").unwrap(),
+        );
+        assert_eq!(t.client_ip(ip("10.0.0.1"), &h), ip("198.51.100.2"));
         // Garbage stops the walk at the last trusted address.
         assert_eq!(
             t.client_ip(ip("10.0.0.1"), &headers(&["1.1.1.1, junk"])),

@@ -170,8 +170,9 @@ async fn proxy(
     if route.policy.rate_limit.is_some() || !snap.rate_limits.global.is_empty() {
         let inputs = KeyInputs {
             user: verified.as_ref().and_then(|v| v.user_key.as_ref()),
-            ip: client_ip,
+            ip: snap.rate_limits.client_key(client_ip),
             headers: req.headers(),
+            route: &route.policy.name,
         };
         let rules = route
             .policy

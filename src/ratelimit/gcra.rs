@@ -51,9 +51,15 @@ impl Gcra {
         if interval_ns == 0 {
             return None;
         }
+        let tolerance_ns = interval_ns.checked_mul(u64::from(burst - 1))?;
+        // TATs are monotonic ns plus τ + T: keep that far from overflowing
+        // for centuries of uptime (2⁶² ns ≈ 146 years).
+        if tolerance_ns.checked_add(interval_ns)? > 1 << 62 {
+            return None;
+        }
         Some(Gcra {
             interval_ns,
-            tolerance_ns: interval_ns.checked_mul(u64::from(burst - 1))?,
+            tolerance_ns,
             limit: max_requests,
             burst,
         })
@@ -75,7 +81,10 @@ impl Gcra {
         }
         let new_tat = tat.saturating_add(self.interval_ns);
         // Capacity left: how many more intervals fit under now + τ + T.
-        let headroom = (now_ns + self.tolerance_ns + self.interval_ns).saturating_sub(new_tat);
+        let headroom = now_ns
+            .saturating_add(self.tolerance_ns)
+            .saturating_add(self.interval_ns)
+            .saturating_sub(new_tat);
         let remaining = u32::try_from(headroom / self.interval_ns).unwrap_or(u32::MAX);
         let outcome = Outcome {
             allowed: true,
@@ -85,10 +94,20 @@ impl Gcra {
                 0
             } else {
                 // The next request conforms at new_tat − τ.
-                (new_tat - self.tolerance_ns).saturating_sub(now_ns)
+                new_tat
+                    .saturating_sub(self.tolerance_ns)
+                    .saturating_sub(now_ns)
             },
         };
         (outcome, new_tat)
+    }
+}
+
+impl Gcra {
+    /// `RateLimit-Limit`: the requests per window, or the burst when it is
+    /// larger (so `Remaining` never exceeds `Limit`).
+    pub fn reported_limit(&self) -> u32 {
+        self.limit.max(self.burst)
     }
 }
 
@@ -177,6 +196,10 @@ mod tests {
 
     #[test]
     fn bad_parameters() {
+        // τ + T beyond 2⁶² ns: refused rather than overflowing later.
+        assert!(Gcra::new(Duration::from_secs(60), 1, 307_445_735).is_none());
+        assert!(Gcra::new(Duration::from_secs(10_000_000_000), 1, 2).is_none());
+        assert!(Gcra::new(Duration::from_secs(60), 1, 1_000_000).is_some());
         assert!(Gcra::new(Duration::from_secs(60), 0, 1).is_none());
         assert!(Gcra::new(Duration::from_secs(60), 1, 0).is_none());
         assert!(Gcra::new(Duration::ZERO, 1, 1).is_none());

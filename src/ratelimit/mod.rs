@@ -64,8 +64,8 @@ impl RateLimitStatus {
     fn from_outcome(g: &Gcra, o: gcra::Outcome) -> Self {
         RateLimitStatus {
             allowed: o.allowed,
-            limit: g.limit,
-            remaining: o.remaining.min(g.limit),
+            limit: g.reported_limit(),
+            remaining: o.remaining,
             reset_after: Duration::from_nanos(o.reset_after_ns),
             retry_after: Duration::from_nanos(o.retry_after_ns),
         }
@@ -76,8 +76,8 @@ impl RateLimitStatus {
     pub fn unlimited(g: &Gcra) -> Self {
         RateLimitStatus {
             allowed: true,
-            limit: g.limit,
-            remaining: g.limit.min(g.burst),
+            limit: g.reported_limit(),
+            remaining: g.burst,
             reset_after: Duration::ZERO,
             retry_after: Duration::ZERO,
         }
@@ -88,7 +88,7 @@ impl RateLimitStatus {
         let interval = Duration::from_nanos(g.interval_ns);
         RateLimitStatus {
             allowed: false,
-            limit: g.limit,
+            limit: g.reported_limit(),
             remaining: 0,
             reset_after: interval,
             retry_after: interval,
@@ -126,8 +126,9 @@ pub enum LimitKey {
     User(Arc<str>),
     /// The value of a header (an API key).
     Header(HeaderValue),
-    /// One counter for the whole rule.
-    Route,
+    /// One counter for the whole rule (a route's or a bucket's own limit),
+    /// or, for a rule on every route, one per route (its name).
+    Route(Option<Arc<str>>),
     /// A name given by a library caller.
     Name(Arc<str>),
     /// Several parts, all of which must match.
@@ -161,19 +162,24 @@ impl LimitKey {
             LimitKey::Ip(ip) => {
                 let _ = write!(out, "i:{ip}");
             }
-            LimitKey::User(u) => {
+            LimitKey::User(u) if u.len() <= MAX_PLAIN_KEY_BYTES => {
                 out.extend_from_slice(b"u:");
                 escape(u.as_bytes(), out);
             }
-            LimitKey::Header(v) => {
-                out.extend_from_slice(b"h:");
-                escape(v.as_bytes(), out);
+            LimitKey::User(u) => digest(b"u#", u.as_bytes(), out),
+            // Header values are API keys: secrets, and as long as a client
+            // likes. Redis gets a digest, never the value.
+            LimitKey::Header(v) => digest(b"h#", v.as_bytes(), out),
+            LimitKey::Route(None) => out.extend_from_slice(b"r"),
+            LimitKey::Route(Some(name)) => {
+                out.extend_from_slice(b"r:");
+                escape(name.as_bytes(), out);
             }
-            LimitKey::Route => out.extend_from_slice(b"r"),
-            LimitKey::Name(n) => {
+            LimitKey::Name(n) if n.len() <= MAX_PLAIN_KEY_BYTES => {
                 out.extend_from_slice(b"n:");
                 escape(n.as_bytes(), out);
             }
+            LimitKey::Name(n) => digest(b"n#", n.as_bytes(), out),
             LimitKey::Combined(parts) => {
                 for (i, p) in parts.iter().enumerate() {
                     if i > 0 {
@@ -186,12 +192,42 @@ impl LimitKey {
     }
 }
 
-/// `|`, `\`, braces and control bytes escaped, so parts cannot run into each
-/// other and a value cannot open a Redis Cluster hash tag of its own.
+/// Longer users or names are stored in Redis as a digest.
+const MAX_PLAIN_KEY_BYTES: usize = 128;
+
+/// `tag` and the first 128 bits of SHA-256 of `v`, hex: the same on every
+/// gateway, fixed-size, and not reversible to the value.
+fn digest(tag: &[u8], v: &[u8], out: &mut Vec<u8>) {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, v);
+    out.extend_from_slice(tag);
+    for b in &d.as_ref()[..16] {
+        out.extend_from_slice(format!("{b:02x}").as_bytes());
+    }
+}
+
+/// A header's value as a key. Several lines of the header count as their
+/// whole list (an upstream may read any of them), so `k1` then `k2` is not
+/// the key `k1`; an empty value is no value.
+fn header_key(headers: &http::HeaderMap, name: &HeaderName) -> Option<LimitKey> {
+    let mut all = headers.get_all(name).iter().filter(|v| !v.is_empty());
+    let first = all.next()?;
+    let Some(second) = all.next() else {
+        return Some(LimitKey::Header(first.clone()));
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in std::iter::once(second).chain(all) {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    HeaderValue::from_bytes(&joined).ok().map(LimitKey::Header)
+}
+
+/// `|`, `:`, `\`, braces and control bytes escaped, so parts and names cannot
+/// run into each other and a value cannot open a Redis Cluster hash tag.
 fn escape(v: &[u8], out: &mut Vec<u8>) {
     for &b in v {
         match b {
-            b'|' | b'\\' | b'{' | b'}' | 0..=0x1f | 0x7f => {
+            b'|' | b':' | b'\\' | b'{' | b'}' | 0..=0x1f | 0x7f => {
                 out.push(b'\\');
                 out.extend_from_slice(format!("{b:02x}").as_bytes());
             }
@@ -332,7 +368,7 @@ pub enum KeyPart {
     User,
     /// The client IP.
     Ip,
-    /// The whole route (one shared counter).
+    /// The route (one counter for the route; per route for a global rule).
     Route,
     /// A request header's value (the client IP when absent).
     Header(HeaderName),
@@ -354,6 +390,8 @@ pub struct KeyInputs<'a> {
     pub ip: IpAddr,
     /// The request headers.
     pub headers: &'a http::HeaderMap,
+    /// The matched route's name (`GET,PUT /api/v1/worlds/{world_id}`).
+    pub route: &'a Arc<str>,
 }
 
 impl KeySpec {
@@ -396,19 +434,17 @@ impl KeySpec {
 
     /// The key of one request. A part the request lacks (no user, no header)
     /// counts by the client IP instead: never one shared empty-name bucket.
-    pub fn key(&self, inputs: &KeyInputs<'_>) -> LimitKey {
+    /// `per_route`: the rule applies to every route, so `route` names the
+    /// matched one (else it is the rule's own single counter).
+    pub fn key(&self, inputs: &KeyInputs<'_>, per_route: bool) -> LimitKey {
         let one = |p: &KeyPart| match p {
             KeyPart::User => inputs
                 .user
                 .filter(|u| !u.is_empty())
                 .map_or(LimitKey::Ip(inputs.ip), |u| LimitKey::User(Arc::clone(u))),
             KeyPart::Ip => LimitKey::Ip(inputs.ip),
-            KeyPart::Route => LimitKey::Route,
-            KeyPart::Header(h) => inputs
-                .headers
-                .get(h)
-                .filter(|v| !v.is_empty())
-                .map_or(LimitKey::Ip(inputs.ip), |v| LimitKey::Header(v.clone())),
+            KeyPart::Route => LimitKey::Route(per_route.then(|| Arc::clone(inputs.route))),
+            KeyPart::Header(h) => header_key(inputs.headers, h).unwrap_or(LimitKey::Ip(inputs.ip)),
         };
         match self.parts.as_slice() {
             [p] => one(p),
@@ -463,6 +499,9 @@ pub struct Rule {
     pub key: KeySpec,
     local: RateLimiter,
     shared: Option<Arc<redis::RedisBackend>>,
+    /// A rule on every route (`[[rate_limit.rules]]`): `key = "route"` then
+    /// counts per route.
+    global: bool,
 }
 
 impl Rule {
@@ -473,7 +512,14 @@ impl Rule {
             key,
             local: limiter,
             shared: None,
+            global: false,
         }
+    }
+
+    /// The same rule as one applied to every route.
+    pub fn on_every_route(mut self) -> Self {
+        self.global = true;
+        self
     }
 
     /// The same rule counted in Redis, `limiter` as its fallback.
@@ -489,7 +535,7 @@ impl Rule {
 
     /// Count one request.
     pub async fn check(&self, inputs: &KeyInputs<'_>) -> RateLimitStatus {
-        let key = self.key.key(inputs);
+        let key = self.key.key(inputs, self.global);
         match &self.shared {
             None => self.local.check_key(&key),
             Some(redis) => redis.check(self, &key).await,
@@ -593,6 +639,29 @@ mod tests {
     }
 
     #[test]
+    fn remaining_may_exceed_the_window_limit_when_the_burst_does() {
+        // 1 a minute, 10 at once: Limit reports the burst, Remaining counts it down.
+        let (l, _) = limiter(1, 10);
+        let s = l.check("k");
+        assert_eq!((s.limit, s.remaining), (10, 9));
+    }
+
+    #[test]
+    fn several_header_lines_are_one_key_of_all_of_them() {
+        let name = HeaderName::from_static("x-api-key");
+        let mut h = http::HeaderMap::new();
+        h.append("x-api-key", HeaderValue::from_static("k1"));
+        let one = header_key(&h, &name).unwrap();
+        h.append("x-api-key", HeaderValue::from_static("k2"));
+        let two = header_key(&h, &name).unwrap();
+        assert_eq!(one, LimitKey::Header(HeaderValue::from_static("k1")));
+        assert_eq!(two, LimitKey::Header(HeaderValue::from_static("k1, k2")));
+        let mut empty = http::HeaderMap::new();
+        empty.append("x-api-key", HeaderValue::from_static(""));
+        assert_eq!(header_key(&empty, &name), None);
+    }
+
+    #[test]
     fn idle_keys_are_swept_and_the_cap_holds() {
         let (l, clock) = limiter(60, 5);
         let l = l.with_max_keys(3);
@@ -621,17 +690,21 @@ mod tests {
         };
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
         let user: Arc<str> = "player-7".into();
+        let route: Arc<str> = "GET /a".into();
+        let empty = http::HeaderMap::new();
         let with_user = KeyInputs {
             user: Some(&user),
             ip,
             headers: &headers,
+            route: &route,
         };
         let anon = KeyInputs {
             user: None,
             ip,
-            headers: &http::HeaderMap::new(),
+            headers: &empty,
+            route: &route,
         };
-        let k = |s: &str, i: &KeyInputs<'_>| KeySpec::parse(s).unwrap().key(i);
+        let k = |s: &str, i: &KeyInputs<'_>| KeySpec::parse(s).unwrap().key(i, false);
         assert_eq!(k("user", &with_user), LimitKey::User(user.clone()));
         assert_eq!(k("user", &anon), LimitKey::Ip(ip));
         assert_eq!(
@@ -639,7 +712,11 @@ mod tests {
             LimitKey::Header(HeaderValue::from_static("k-1"))
         );
         assert_eq!(k("header:x-api-key", &anon), LimitKey::Ip(ip));
-        assert_eq!(k("route", &anon), LimitKey::Route);
+        assert_eq!(k("route", &anon), LimitKey::Route(None));
+        assert_eq!(
+            KeySpec::parse("route").unwrap().key(&anon, true),
+            LimitKey::Route(Some(route.clone()))
+        );
         assert_eq!(
             k("user+ip", &with_user),
             LimitKey::Combined(vec![LimitKey::User(user.clone()), LimitKey::Ip(ip)].into())
@@ -663,7 +740,17 @@ mod tests {
             String::from_utf8(v).unwrap()
         };
         assert_eq!(name(&LimitKey::Ip("::1".parse().unwrap())), "i:::1");
-        assert_eq!(name(&LimitKey::User("a|b{c}".into())), "u:a\\7cb\\7bc\\7d");
+        assert_eq!(
+            name(&LimitKey::User("a|b{c}:".into())),
+            "u:a\\7cb\\7bc\\7d\\3a"
+        );
+        // API keys never reach Redis as such; long users neither.
+        let api = name(&LimitKey::Header(HeaderValue::from_static("secret-key-1")));
+        assert!(
+            api.starts_with("h#") && api.len() == 34 && !api.contains("secret"),
+            "{api}"
+        );
+        assert!(name(&LimitKey::User("x".repeat(129).into())).starts_with("u#"));
         assert_ne!(
             name(&LimitKey::Combined(
                 vec![LimitKey::User("a|u:b".into())].into()

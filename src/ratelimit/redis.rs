@@ -22,6 +22,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::{LimitKey, RateLimitStatus, Rule};
 use crate::clock::Clock;
 
+/// Failed checks in a row that make an outage (requests then skip Redis).
+const FAILURES_FOR_OUTAGE: u32 = 3;
+
 /// What a rule does while Redis cannot answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnBackendError {
@@ -32,6 +35,17 @@ pub enum OnBackendError {
     Allow,
     /// Refuse every request (429).
     Deny,
+}
+
+impl OnBackendError {
+    /// The config spelling (`local`, `allow`, `deny`), for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnBackendError::Local => "local",
+            OnBackendError::Allow => "allow",
+            OnBackendError::Deny => "deny",
+        }
+    }
 }
 
 /// Settings of the shared backend.
@@ -87,6 +101,14 @@ pub struct RedisBackend {
     skip_until_ns: AtomicU64,
     /// An outage is in progress (logged at its start and end only).
     down: AtomicBool,
+    /// Failed checks in a row; at [`FAILURES_FOR_OUTAGE`] an outage begins.
+    failures: std::sync::atomic::AtomicU32,
+    /// Monotonic ns when the current outage began: only a check sent after
+    /// it ends it (a late answer to an old one does not).
+    outage_since_ns: AtomicU64,
+    /// A Redis error reply (OOM, a wrong-typed key) was logged; cleared by
+    /// the next good answer.
+    reply_error_logged: AtomicBool,
     /// The first connection has been made (the manager is set); until then
     /// checks fall back quietly instead of each waiting for a connect.
     ready: AtomicBool,
@@ -115,7 +137,12 @@ impl RedisBackend {
     pub fn new(settings: RedisSettings, clock: Arc<dyn Clock>) -> Result<Self, RedisSetupError> {
         let client = redis::Client::open(settings.url.as_str())
             // Not the error's text: it may quote the URL and its password.
-            .map_err(|e| RedisSetupError(format!("not a Redis URL ({:?})", e.kind())))?;
+            .map_err(|e| {
+                RedisSetupError(format!(
+                    "not a Redis URL ({:?}); expected redis://[:password@]host:port[/db] or rediss://…",
+                    e.kind()
+                ))
+            })?;
         Ok(RedisBackend {
             settings,
             client,
@@ -123,6 +150,9 @@ impl RedisBackend {
             script: redis::Script::new(SCRIPT),
             skip_until_ns: AtomicU64::new(0),
             down: AtomicBool::new(false),
+            failures: std::sync::atomic::AtomicU32::new(0),
+            outage_since_ns: AtomicU64::new(0),
+            reply_error_logged: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             clock,
             answered: AtomicU64::new(0),
@@ -158,7 +188,16 @@ impl RedisBackend {
         let mut k = Vec::with_capacity(self.settings.key_prefix.len() + rule.name.len() + 48);
         k.extend_from_slice(self.settings.key_prefix.as_bytes());
         k.extend_from_slice(b":{");
-        super::escape(rule.name.as_bytes(), &mut k);
+        // `route:`, `bucket:`, `rule:` are ours; what follows is the
+        // operator's name, escaped so no two names can meet.
+        match rule.name.split_once(':') {
+            Some((kind, name)) => {
+                k.extend_from_slice(kind.as_bytes());
+                k.push(b':');
+                super::escape(name.as_bytes(), &mut k);
+            }
+            None => super::escape(rule.name.as_bytes(), &mut k),
+        }
         k.push(b':');
         key.write_to(&mut k);
         k.push(b'}');
@@ -208,7 +247,11 @@ impl RedisBackend {
 
     fn first_connect_failed(&self, why: &str) {
         if !self.down.swap(true, Ordering::Relaxed) {
-            tracing::warn!(error = why, fallback = ?self.settings.on_error, "rate limit: cannot reach Redis; falling back until it answers");
+            tracing::warn!(
+                error = why,
+                fallback = self.settings.on_error.name(),
+                "rate limit: cannot reach Redis; falling back until it answers"
+            );
         }
     }
 
@@ -252,7 +295,10 @@ impl RedisBackend {
         let call = invocation.invoke_async::<(u8, u64, u64, u64)>(&mut conn);
         match tokio::time::timeout(self.settings.timeout, call).await {
             Ok(Ok((allowed, remaining, reset_us, retry_us))) => {
-                if self.down.swap(false, Ordering::Relaxed) {
+                self.failures.store(0, Ordering::Relaxed);
+                self.reply_error_logged.store(false, Ordering::Relaxed);
+                let fresh = now >= self.outage_since_ns.load(Ordering::Relaxed);
+                if fresh && self.down.swap(false, Ordering::Relaxed) {
                     // The probe's back-off window is over: share from now on.
                     self.skip_until_ns.store(0, Ordering::Relaxed);
                     tracing::info!(rule = %rule.name, "rate limit: Redis answers again; limits are shared again");
@@ -260,26 +306,52 @@ impl RedisBackend {
                 self.answered.fetch_add(1, Ordering::Relaxed);
                 RateLimitStatus {
                     allowed: allowed == 1,
-                    limit: g.limit,
-                    remaining: u32::try_from(remaining).unwrap_or(u32::MAX).min(g.limit),
+                    limit: g.reported_limit(),
+                    remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
                     reset_after: Duration::from_micros(reset_us),
                     retry_after: Duration::from_micros(retry_us),
                 }
             }
-            Ok(Err(e)) => self.failed(rule, key, &e.to_string()),
+            // The connection failed: counts towards an outage.
+            Ok(Err(e))
+                if e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal() =>
+            {
+                self.failed(rule, key, &e.to_string())
+            }
+            // Redis answered, with an error (out of memory, a key of the
+            // wrong type): Redis is up, this check cannot be counted there.
+            // Its request alone takes the fallback.
+            Ok(Err(e)) => {
+                if !self.reply_error_logged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(rule = %rule.name, error = %e, fallback = self.settings.on_error.name(), "rate limit: Redis refused a check; the fallback decides such checks");
+                }
+                self.fallback(rule, key)
+            }
             Err(_) => self.failed(rule, key, "timed out"),
         }
     }
 
     fn failed(&self, rule: &Rule, key: &LimitKey, why: &str) -> RateLimitStatus {
+        // One late answer (a busy host, a GC pause of Redis) decides only its
+        // own request by the fallback; a few in a row are an outage.
+        let in_a_row = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if in_a_row < FAILURES_FOR_OUTAGE && !self.down.load(Ordering::Relaxed) {
+            tracing::debug!(rule = %rule.name, error = why, "rate limit: one Redis check failed; the fallback decides it");
+            return self.fallback(rule, key);
+        }
         let retry = u64::try_from(self.settings.retry_interval.as_nanos()).unwrap_or(u64::MAX);
+        let now = self.now_ns();
         self.skip_until_ns
-            .store(self.now_ns().saturating_add(retry), Ordering::Relaxed);
+            .store(now.saturating_add(retry), Ordering::Relaxed);
         if !self.down.swap(true, Ordering::Relaxed) {
+            self.outage_since_ns.store(now, Ordering::Relaxed);
             tracing::warn!(
                 rule = %rule.name,
                 error = why,
-                fallback = ?self.settings.on_error,
+                fallback = self.settings.on_error.name(),
                 "rate limit: Redis unavailable; falling back until it answers again"
             );
         }

@@ -196,6 +196,9 @@ pub struct RoutePolicy {
     pub auth: crate::auth::RouteAuth,
     /// The route's own limit (`rate_limit = { … }`), checked after auth.
     pub rate_limit: Option<crate::ratelimit::SharedRule>,
+    /// The route's name, the same on every gateway with this config
+    /// (`GET,PUT /api/v1/worlds/{world_id}`): names its counters.
+    pub name: std::sync::Arc<str>,
 }
 
 impl Default for RoutePolicy {
@@ -211,6 +214,7 @@ impl Default for RoutePolicy {
                 ..Default::default()
             },
             rate_limit: None,
+            name: std::sync::Arc::from(""),
         }
     }
 }

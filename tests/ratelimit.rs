@@ -513,6 +513,62 @@ async fn a_bad_key_in_redis_is_one_clients_problem_not_an_outage() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_slow_answer_is_not_an_outage_three_in_a_row_are() {
+    let redis = RedisServer::start();
+    let proxy = support::tcp_proxy::TcpProxy::start(redis.addr).await;
+    let up = Upstream::start("world").await;
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n[rate_limit]\nbackend = \"redis\"\nredis_url = \"redis://{}\"\nredis_timeout_ms = 250\nredis_retry_interval_ms = 600\n{}[[routes]]\nmethod = \"GET\"\npath = \"/warm\"\nservice = \"world-service\"\nrate_limit = {{ requests_per_minute = 100000, key = \"ip\" }}\n[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nservice = \"world-service\"\nrate_limit = {{ requests_per_minute = 60, key = \"ip\" }}\n",
+        proxy.addr,
+        service_toml("world-service", &[up.addr], "")
+    );
+    let gw = gateway(&cfg).await;
+    until_shared(&gw, &redis).await;
+    let from = |ip: &'static str| [("x-forwarded-for", ip)];
+    let in_redis = |ip: &str| {
+        redis
+            .command(&format!("EXISTS \"aether:rl:{{route:GET /a:i:{ip}}}\""))
+            .trim()
+            == ":1"
+    };
+    // Two slow answers (held past the 250 ms timeout): the fallback decides
+    // those two requests; Redis is still in use for the next one.
+    proxy.hold();
+    assert_eq!(
+        statuses(&gw, "/a", &from("198.51.100.1"), 2).await,
+        [200, 200]
+    );
+    proxy.release();
+    assert_eq!(statuses(&gw, "/a", &from("198.51.100.2"), 1).await, [200]);
+    assert!(
+        in_redis("198.51.100.2"),
+        "one slow answer must not stop sharing"
+    );
+    // Three in a row: an outage. The next request skips Redis altogether.
+    proxy.hold();
+    assert_eq!(
+        statuses(&gw, "/a", &from("198.51.100.3"), 3).await,
+        [200, 200, 200]
+    );
+    proxy.release();
+    assert_eq!(statuses(&gw, "/a", &from("198.51.100.4"), 1).await, [200]);
+    assert!(
+        !in_redis("198.51.100.4"),
+        "during an outage requests must not wait on Redis"
+    );
+    // After the retry interval one request probes, and sharing resumes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !in_redis("198.51.100.5") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sharing never resumed"
+        );
+        let _ = get_h(&gw, "/a", &from("198.51.100.5")).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_with_deny_refuses_and_with_allow_lets_through() {
     let redis = RedisServer::start();
     for (mode, want) in [("deny", 429u16), ("allow", 200)] {

@@ -5,6 +5,7 @@
 pub mod jwks_server;
 pub mod jwt;
 pub mod redis;
+pub mod tcp_proxy;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};

@@ -184,6 +184,33 @@ async fn demo_proxies_real_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_enforces_a_route_rate_limit() {
+    let up = Upstream::start("world").await;
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}\n[[routes]]\nmethod = \"GET\"\npath = \"/api/v1/worlds/{{world_id}}\"\nservice = \"world-service\"\nrate_limit = {{ requests_per_minute = 2, key = \"ip\" }}\n",
+        service_toml("world-service", &[up.addr], "")
+    );
+    let gw = GatewayProcess::start(&cfg);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let r = http1(gw.addr, get("/api/v1/worlds/1")).await;
+        got.push((
+            r.status.as_u16(),
+            r.header("ratelimit-remaining").map(str::to_owned),
+        ));
+    }
+    assert_eq!(
+        got,
+        [
+            (200, Some("1".into())),
+            (200, Some("0".into())),
+            (429, Some("0".into()))
+        ]
+    );
+    assert_eq!(up.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let up = Upstream::start("world").await;
     let mut gw = GatewayProcess::start(&config_for(&up, "shutdown_drain_seconds = 20"));

@@ -272,6 +272,8 @@ enum ResponseKind {
         body: Incoming,
         /// The upstream connection, handed back to its pool once this body ends.
         conn: Option<ReturnToPool>,
+        /// Counts the request in flight at its endpoint until the body is gone.
+        _in_flight: crate::upstream::InFlight,
     },
     Full(Option<Bytes>),
 }
@@ -297,9 +299,17 @@ impl ResponseBody {
     }
 
     /// Stream an upstream body; `conn` goes back to its pool when the body ends.
-    pub(crate) fn upstream(body: Incoming, conn: Option<ReturnToPool>) -> Self {
+    pub(crate) fn upstream(
+        body: Incoming,
+        conn: Option<ReturnToPool>,
+        in_flight: crate::upstream::InFlight,
+    ) -> Self {
         ResponseBody {
-            kind: ResponseKind::Upstream { body, conn },
+            kind: ResponseKind::Upstream {
+                body,
+                conn,
+                _in_flight: in_flight,
+            },
         }
     }
 }
@@ -315,7 +325,7 @@ impl Body for ResponseBody {
         let this = self.get_mut();
         match &mut this.kind {
             ResponseKind::Full(b) => Poll::Ready(full_frame(b)),
-            ResponseKind::Upstream { body, conn } => {
+            ResponseKind::Upstream { body, conn, .. } => {
                 let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
                 match &frame {
                     None => {
@@ -356,7 +366,7 @@ impl Body for ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         // HEAD and 204/304 bodies may never be polled; they are complete anyway.
-        if let ResponseKind::Upstream { body, conn } = &mut self.kind
+        if let ResponseKind::Upstream { body, conn, .. } = &mut self.kind
             && body.is_end_stream()
             && let Some(c) = conn.take()
         {

@@ -50,6 +50,12 @@ pub enum Error {
     /// No endpoint of the service is configured or usable.
     #[error("no upstream endpoint available")]
     NoEndpoint,
+    /// No endpoint passes its health checks and the service fails fast.
+    #[error("no healthy upstream endpoint")]
+    NoHealthyEndpoint,
+    /// Every usable endpoint is at its concurrent-request cap.
+    #[error("upstream overloaded: circuit open")]
+    CircuitOpen,
     /// Connecting to every tried endpoint failed.
     #[error("upstream connect failed")]
     UpstreamConnect,
@@ -96,6 +102,8 @@ impl Error {
             Error::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NoHealthyEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            Error::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamConnect => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Error::UpstreamProtocol => StatusCode::BAD_GATEWAY,
@@ -118,6 +126,8 @@ impl Error {
             | Error::Forbidden
             | Error::TooManyRequests { .. } => Blame::Client,
             Error::NoEndpoint
+            | Error::NoHealthyEndpoint
+            | Error::CircuitOpen
             | Error::AuthUnavailable
             | Error::UpstreamConnect
             | Error::UpstreamTimeout
@@ -193,6 +203,13 @@ pub fn error_response(
             if let Ok(v) = http::HeaderValue::from_str(&challenge) {
                 h.insert(http::header::WWW_AUTHENTICATE, v);
             }
+        }
+        // Overload sheds quickly; tell well-behaved clients when to come back.
+        Error::CircuitOpen | Error::NoHealthyEndpoint => {
+            h.insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
         }
         Error::AuthUnavailable => {
             h.insert(

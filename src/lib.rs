@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod clock;
@@ -37,6 +38,7 @@ pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod error;
+pub mod health;
 pub mod ratelimit;
 pub mod router;
 pub mod runtime;
@@ -45,6 +47,7 @@ pub mod upstream;
 pub use auth::{AuthMiddleware, AuthValidationPolicy, Token};
 pub use dispatch::{DispatchContext, Dispatcher};
 pub use error::Error;
+pub use health::{HealthCheckConfig, HealthChecker, ServiceHealth};
 pub use ratelimit::{RateLimitPolicy, RateLimitStatus, RateLimiter};
 pub use router::{HttpMethod, RateLimitRule, Route, Router, ServiceTarget};
 pub use runtime::{BackendRuntime, BackendRuntimeConfig, RunningGateway};

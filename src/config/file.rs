@@ -26,6 +26,9 @@ pub struct FileConfig {
     /// `[rate_limit]`: where counters live, fleet-wide rules.
     #[serde(default)]
     pub rate_limit: Option<Spanned<RateLimitSectionFile>>,
+    /// `[admin]`: the admin listener.
+    #[serde(default)]
+    pub admin: Option<Spanned<AdminFile>>,
     /// Sections of later releases: rejected with "not yet supported" rather than ignored.
     #[serde(default)]
     pub health: Option<Spanned<toml::Value>>,
@@ -35,9 +38,6 @@ pub struct FileConfig {
     /// See `auth`.
     #[serde(default)]
     pub relay: Option<Spanned<toml::Value>>,
-    /// See `auth`.
-    #[serde(default)]
-    pub admin: Option<Spanned<toml::Value>>,
     /// See `auth`.
     #[serde(default)]
     pub log: Option<Spanned<toml::Value>>,
@@ -125,13 +125,183 @@ pub enum HostFile {
     Endpoint,
 }
 
-/// Endpoint choice within a service (more policies arrive with health checking).
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// `ip:port` of the admin listener. Default `127.0.0.1:9901`.
+    #[serde(default = "default_admin_listen")]
+    pub listen: Spanned<String>,
+    /// Allow a listen address off loopback (the admin API has no
+    /// authentication yet). Default false.
+    #[serde(default)]
+    pub allow_remote: bool,
+}
+
+fn default_admin_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:9901".to_owned())
+}
+
+/// Endpoint choice within a service.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum BalanceFile {
-    /// Each endpoint in turn (default).
+    /// Each endpoint in turn, by weight (default).
     #[default]
     RoundRobin,
+    /// The less busy of two random endpoints.
+    LeastRequest,
+    /// The faster (latency × load) of two random endpoints.
+    PeakEwma,
+    /// Maglev hashing of `hash_key`.
+    ConsistentHash,
+}
+
+/// `all_unhealthy = "..."`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AllUnhealthyFile {
+    /// Spread requests over every endpoint (default, as Envoy).
+    #[default]
+    RouteToAll,
+    /// Answer 503.
+    Fail,
+}
+
+/// `[services.health_check]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    /// `"http"` (default) or `"tcp"`.
+    #[serde(default, rename = "type")]
+    pub kind: ProbeKindFile,
+    /// HTTP path (and query) probed. Default `/health`.
+    pub path: Option<Spanned<String>>,
+    /// HTTP method. Default GET.
+    pub method: Option<Spanned<String>>,
+    /// `Host` sent. Default the endpoint's `ip:port`.
+    pub host: Option<Spanned<String>>,
+    /// Passing statuses, `[low, high]`. Default `[200, 399]`.
+    pub expected_status: Option<Spanned<Vec<u16>>>,
+    /// The body must contain this.
+    pub body_contains: Option<String>,
+    /// Seconds between probes. Default 10.
+    pub interval_seconds: Option<Spanned<u64>>,
+    /// Milliseconds between probes (instead of `interval_seconds`).
+    pub interval_ms: Option<Spanned<u64>>,
+    /// Probe timeout. Default 3000.
+    #[serde(default = "default_probe_timeout")]
+    pub timeout_ms: Spanned<u64>,
+    /// Failed probes in a row that mark down. Default 3.
+    #[serde(default = "default_unhealthy")]
+    pub unhealthy_threshold: Spanned<u32>,
+    /// Passing probes in a row that mark up. Default 2.
+    #[serde(default = "default_healthy")]
+    pub healthy_threshold: Spanned<u32>,
+    /// Random spread of each interval, percent. Default 10.
+    #[serde(default = "default_jitter")]
+    pub jitter_percent: Spanned<u8>,
+}
+
+fn default_probe_timeout() -> Spanned<u64> {
+    Spanned::new(0..0, 3_000)
+}
+fn default_unhealthy() -> Spanned<u32> {
+    Spanned::new(0..0, 3)
+}
+fn default_healthy() -> Spanned<u32> {
+    Spanned::new(0..0, 2)
+}
+fn default_jitter() -> Spanned<u8> {
+    Spanned::new(0..0, 10)
+}
+
+/// `type = "..."` of a health check.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKindFile {
+    /// An HTTP request.
+    #[default]
+    Http,
+    /// A TCP connect.
+    Tcp,
+}
+
+/// `[services.outlier_detection]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierFile {
+    /// Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Failures in a row that eject. Default 5.
+    #[serde(default = "default_consecutive")]
+    pub consecutive_failures: Spanned<u32>,
+    /// First ejection. Default 30000.
+    #[serde(default = "default_base_ejection")]
+    pub base_ejection_ms: Spanned<u64>,
+    /// Longest ejection. Default 300000.
+    #[serde(default = "default_max_ejection")]
+    pub max_ejection_ms: Spanned<u64>,
+    /// Most endpoints ejected at once, percent (at least one). Default 50.
+    #[serde(default = "default_max_ejection_percent")]
+    pub max_ejection_percent: Spanned<u8>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_consecutive() -> Spanned<u32> {
+    Spanned::new(0..0, 5)
+}
+fn default_base_ejection() -> Spanned<u64> {
+    Spanned::new(0..0, 30_000)
+}
+fn default_max_ejection() -> Spanned<u64> {
+    Spanned::new(0..0, 300_000)
+}
+fn default_max_ejection_percent() -> Spanned<u8> {
+    Spanned::new(0..0, 50)
+}
+
+/// `[services.discovery]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryFile {
+    /// `"dns"` (the only source so far).
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    /// The DNS name (`_service._tcp.name` for SRV).
+    pub name: Spanned<String>,
+    /// Port of A/AAAA endpoints.
+    pub port: Option<Spanned<u16>>,
+    /// `"address"` (A and AAAA, default), `"a"`, `"aaaa"` or `"srv"`.
+    #[serde(default)]
+    pub record: Option<Spanned<String>>,
+    /// `ip:port` of DNS servers; default the system's `/etc/resolv.conf`.
+    #[serde(default)]
+    pub nameservers: Vec<Spanned<String>>,
+    /// Re-resolve no sooner than this. Default 5000.
+    #[serde(default = "default_min_ttl")]
+    pub min_ttl_ms: Spanned<u64>,
+    /// Re-resolve no later than this. Default 300000.
+    #[serde(default = "default_max_ttl")]
+    pub max_ttl_ms: Spanned<u64>,
+    /// Per query. Default 2000.
+    #[serde(default = "default_dns_timeout")]
+    pub timeout_ms: Spanned<u64>,
+    /// Region of every endpoint found.
+    pub region: Option<String>,
+}
+
+fn default_min_ttl() -> Spanned<u64> {
+    Spanned::new(0..0, 5_000)
+}
+fn default_max_ttl() -> Spanned<u64> {
+    Spanned::new(0..0, 300_000)
+}
+fn default_dns_timeout() -> Spanned<u64> {
+    Spanned::new(0..0, 2_000)
 }
 
 /// `[[services]]`.
@@ -163,6 +333,36 @@ pub struct ServiceFile {
     /// Idle connections older than this are not reused. Default 30000.
     #[serde(default = "default_idle_connection_timeout_ms")]
     pub idle_connection_timeout_ms: u64,
+    /// What consistent hashing hashes: `param:<name>`, `header:<name>` or `user`.
+    pub hash_key: Option<Spanned<String>>,
+    /// What requests get when no endpoint is healthy.
+    #[serde(default)]
+    pub all_unhealthy: AllUnhealthyFile,
+    /// Circuit breaker: requests in flight per endpoint at most. Default 1024.
+    #[serde(default = "default_max_requests")]
+    pub max_requests_per_endpoint: Spanned<u32>,
+    /// Retries may add at most this share of the service's load. Default 20.
+    #[serde(default = "default_retry_percent")]
+    pub retry_budget_percent: Spanned<u32>,
+    /// Retries allowed beyond the percentage, as a burst. Default 10.
+    #[serde(default = "default_retry_burst")]
+    pub retry_budget_burst: Spanned<u32>,
+    /// `[services.health_check]`: active probes.
+    pub health_check: Option<Spanned<HealthCheckFile>>,
+    /// `[services.outlier_detection]`: passive health (on by default).
+    pub outlier_detection: Option<Spanned<OutlierFile>>,
+    /// `[services.discovery]`: endpoints from DNS instead of `endpoints`.
+    pub discovery: Option<Spanned<DiscoveryFile>>,
+}
+
+fn default_max_requests() -> Spanned<u32> {
+    Spanned::new(0..0, 1024)
+}
+fn default_retry_percent() -> Spanned<u32> {
+    Spanned::new(0..0, 20)
+}
+fn default_retry_burst() -> Spanned<u32> {
+    Spanned::new(0..0, 10)
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -183,6 +383,8 @@ pub struct EndpointFile {
     pub address: Spanned<String>,
     /// The region the endpoint runs in.
     pub region: Option<String>,
+    /// Relative share of traffic. Default 1.
+    pub weight: Option<Spanned<u32>>,
 }
 
 /// A route's `rate_limit = { ... }`.
@@ -335,6 +537,16 @@ pub struct RouteFile {
     /// Keep the client's `Authorization` header when forwarding (default:
     /// true on public routes, where the gateway did not consume it; else false).
     pub forward_authorization: Option<Spanned<bool>>,
+    /// Extra attempts on other endpoints. Default 1.
+    pub retries: Option<Spanned<u8>>,
+    /// Which failures are retried: `connect_failure`, `reset`,
+    /// `gateway_error`, `timeout`. Default the first three.
+    pub retry_on: Option<Spanned<Vec<String>>>,
+    /// Retry POST and PATCH too. Default false.
+    #[serde(default)]
+    pub retry_non_idempotent: bool,
+    /// Time for one attempt's response headers.
+    pub per_try_timeout_ms: Option<Spanned<u64>>,
 }
 
 /// `auth = "..."` on a route.

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod file;
 pub mod ratelimit;
 pub mod snapshot;
+pub mod upstream;
 pub mod validate;
 
 pub use auth::IdentityHeaders;

@@ -71,6 +71,8 @@ pub struct ServerSettings {
     pub tunnel_idle_timeout: Duration,
     /// A client that reads nothing of a response for this long is disconnected.
     pub send_timeout: Duration,
+    /// Where the admin API listens (`None`: no admin listener).
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl ServerSettings {
@@ -87,6 +89,7 @@ impl ServerSettings {
             idle_timeout: Duration::from_secs(60),
             tunnel_idle_timeout: Duration::from_secs(300),
             send_timeout: Duration::from_secs(60),
+            admin_listen: None,
         }
     }
 }

@@ -11,13 +11,12 @@ use std::time::Duration;
 use ipnet::IpNet;
 use toml::Spanned;
 
-use super::file::{AuthModeFile, FileConfig, HostFile, ProtocolFile, RouteFile, ServiceFile};
+use super::file::{AuthModeFile, FileConfig, RouteFile};
 use super::snapshot::{ServerSettings, Snapshot};
 use crate::auth::{AuthMode, RouteAuth};
 use crate::dispatch::Dispatcher;
 use crate::dispatch::forwarded::TrustedProxies;
 use crate::router::{HttpMethod, RateLimitRule, Route, RoutePolicy, Router, ServiceTarget};
-use crate::upstream::{Endpoint, HostPolicy, PoolConfig, Service, UpstreamProtocol};
 
 /// A configuration error: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,13 +176,14 @@ fn friendly(message: &str) -> String {
 
 fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
     let mut warnings = Vec::new();
-    for (name, section) in [
-        ("health", &raw.health),
-        ("geo", &raw.geo),
-        ("relay", &raw.relay),
-        ("admin", &raw.admin),
-        ("log", &raw.log),
-    ] {
+    if let Some(h) = &raw.health {
+        return Err(cx.spanned(
+            h,
+            "health",
+            "there is no [health] section: health checks are set per service, in [services.health_check]",
+        ));
+    }
+    for (name, section) in [("geo", &raw.geo), ("relay", &raw.relay), ("log", &raw.log)] {
         if let Some(s) = section {
             return Err(cx.spanned(
                 s,
@@ -211,13 +211,7 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
                 format!("duplicate service name {:?}", svc.name.get_ref()),
             ));
         }
-        if svc.endpoints.is_empty() {
-            warnings.push(format!(
-                "services[{i}] ({}) has no endpoints: its routes will answer 503",
-                svc.name.get_ref()
-            ));
-        }
-        dispatcher.add_service(build_service(cx, i, svc)?);
+        dispatcher.add_service(super::upstream::build_service(cx, i, svc, &mut warnings)?);
     }
 
     let mut limits = super::ratelimit::Builder::new(cx, raw.rate_limit.as_ref(), &mut warnings)?;
@@ -226,9 +220,10 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
         let env = RouteEnv {
             all_routes: &raw.routes,
             services: &known,
+            dispatcher: &dispatcher,
             auth_configured: auth.is_some(),
         };
-        add_routes(cx, i, r, &env, &mut limits, &mut router)?;
+        add_routes(cx, i, r, &env, &mut limits, &mut router, &mut warnings)?;
     }
     if raw.routes.is_empty() {
         warnings.push("no [[routes]]: every request will get 404".to_owned());
@@ -408,68 +403,19 @@ fn build_server(cx: &Ctx<'_>, raw: &FileConfig) -> Result<ServerSettings, Config
         idle_timeout: Duration::from_millis(*s.idle_timeout_ms.get_ref()),
         tunnel_idle_timeout: Duration::from_millis(*s.tunnel_idle_timeout_ms.get_ref()),
         send_timeout: Duration::from_millis(*s.send_timeout_ms.get_ref()),
+        admin_listen: raw
+            .admin
+            .as_ref()
+            .map(|a| super::upstream::admin_listen(cx, a))
+            .transpose()?,
     })
-}
-
-fn build_service(cx: &Ctx<'_>, i: usize, svc: &ServiceFile) -> Result<Service, ConfigError> {
-    let name = svc.name.get_ref();
-    if name.is_empty() {
-        return Err(cx.spanned(
-            &svc.name,
-            format!("services[{i}].name"),
-            "must not be empty",
-        ));
-    }
-    let protocol = match svc.protocol {
-        ProtocolFile::Http1 => UpstreamProtocol::Http1,
-        ProtocolFile::H2c => UpstreamProtocol::H2c,
-    };
-    let pool = PoolConfig {
-        protocol,
-        connect_timeout: Duration::from_millis(svc.connect_timeout_ms.max(1)),
-        max_idle: svc.max_idle_connections_per_endpoint,
-        idle_timeout: Duration::from_millis(svc.idle_connection_timeout_ms),
-    };
-    let mut endpoints = Vec::with_capacity(svc.endpoints.len());
-    for (j, ep) in svc.endpoints.iter().enumerate() {
-        let field = format!("services[{i}].endpoints[{j}].address");
-        let address: SocketAddr = ep.address.get_ref().parse().map_err(|_| {
-            cx.spanned(&ep.address, field.clone(), format!("{:?} is not an ip:port address (IP literal and a port 1-65535; host names need DNS discovery, not yet supported)", ep.address.get_ref()))
-        })?;
-        endpoints.push(Arc::new(Endpoint::new(
-            address,
-            ep.region.clone(),
-            pool.clone(),
-        )));
-    }
-    let host = match (&svc.host_rewrite, svc.host) {
-        (Some(h), _) => HostPolicy::Fixed(
-            http::HeaderValue::from_str(h.get_ref())
-                .ok()
-                .filter(|_| http::uri::Authority::try_from(h.get_ref().as_str()).is_ok())
-                .ok_or_else(|| {
-                    cx.spanned(
-                        h,
-                        format!("services[{i}].host_rewrite"),
-                        "not a valid host[:port]",
-                    )
-                })?,
-        ),
-        (None, HostFile::Preserve) => HostPolicy::Preserve,
-        (None, HostFile::Endpoint) => HostPolicy::Endpoint,
-    };
-    Ok(Service::new(
-        ServiceTarget::from_name(name),
-        endpoints,
-        protocol,
-        host,
-    ))
 }
 
 /// What every route is checked against.
 struct RouteEnv<'a> {
     all_routes: &'a [RouteFile],
     services: &'a HashMap<&'a str, ()>,
+    dispatcher: &'a Dispatcher,
     auth_configured: bool,
 }
 
@@ -480,10 +426,12 @@ fn add_routes(
     env: &RouteEnv<'_>,
     limits: &mut super::ratelimit::Builder,
     router: &mut Router,
+    warnings: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
     let RouteEnv {
         all_routes,
         services,
+        dispatcher,
         auth_configured,
     } = *env;
     let field = |f: &str| format!("routes[{i}].{f}");
@@ -556,7 +504,20 @@ fn add_routes(
             Some(rl) => Some(limits.route_rule(cx, i, &route_name, rl)?),
         },
         name: Arc::from(route_name.as_str()),
+        retry: super::upstream::route_retry(cx, i, r)?,
+        hash_key: dispatcher
+            .service(&ServiceTarget::from_name(service))
+            .and_then(|s| s.policy().hash_key.clone()),
     };
+    if let Some(crate::upstream::HashKey::Param(p)) = &policy.hash_key
+        && !r.path.get_ref().contains(&format!("{{{p}}}"))
+        && !r.path.get_ref().contains(&format!("{{*{p}}}"))
+    {
+        warnings.push(format!(
+            "routes[{i}] ({}) has no {{{p}}} parameter for its service's hash_key: its requests are spread round robin",
+            r.path.get_ref()
+        ));
+    }
     if let Some(t) = &r.timeout_ms
         && *t.get_ref() == 0
     {

@@ -19,8 +19,15 @@ use crate::auth::Token;
 use crate::body::{BodyError, RequestBody, ResponseBody};
 use crate::error::Error;
 use crate::router::RouteEntry;
+use crate::upstream::balance::stable_hash;
 use crate::upstream::pool::{ReturnToPool, SendError};
-use crate::upstream::{Endpoint, HostPolicy, Service, UpstreamProtocol};
+use crate::upstream::{
+    BalancePolicy, Endpoint, HashKey, HostPolicy, InFlight, RequestHash, Service, UpstreamProtocol,
+};
+
+pub mod retry;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Everything the dispatcher needs to know about a request besides the request itself.
 #[derive(Debug, Clone)]
@@ -52,6 +59,11 @@ impl Dispatcher {
         self.services
             .insert(service.target.clone(), Arc::clone(&service));
         service
+    }
+
+    /// Every service, in no particular order.
+    pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
+        self.services.values()
     }
 
     /// The service for a target.
@@ -94,7 +106,11 @@ impl Dispatcher {
         // upstream that stops taking it for a whole route timeout is stuck: 504.
         let timeout = ctx.route.policy.timeout;
         let progress = request.body().progress();
-        let attempt = send_with_retry(service, request, upgrade);
+        let hash = request_hash(service, &ctx, &request);
+        // Set just before a timed-out attempt is dropped, so the attempt
+        // counts as a failure of its endpoint (declared first: dropped last).
+        let timed_out = AtomicBool::new(false);
+        let attempt = send_with_retry(service, &ctx, request, upgrade, hash, &timed_out);
         tokio::pin!(attempt);
         if let Some(progress) = progress {
             let mut check_at = progress.last_pulled() + timeout;
@@ -106,6 +122,7 @@ impl Dispatcher {
                         let now = tokio::time::Instant::now();
                         let due = progress.last_pulled() + timeout;
                         if due <= now && !progress.waiting_on_client() {
+                            timed_out.store(true, Ordering::Relaxed);
                             return Err(Error::UpstreamTimeout);
                         }
                         // Still moving, or waiting on the client (whose own
@@ -115,43 +132,231 @@ impl Dispatcher {
                 }
             }
         }
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::UpstreamTimeout),
+        tokio::select! {
+            r = &mut attempt => r,
+            () = tokio::time::sleep(timeout) => {
+                timed_out.store(true, Ordering::Relaxed);
+                Err(Error::UpstreamTimeout)
+            }
         }
     }
 }
 
+/// The consistent-hash key of a request: computed by the pipeline (it has
+/// the path parameters), or here from the token for `hash_key = "user"`.
+fn request_hash(
+    service: &Service,
+    ctx: &DispatchContext,
+    req: &Request<RequestBody>,
+) -> Option<u64> {
+    if service.policy().balance != BalancePolicy::ConsistentHash {
+        return None;
+    }
+    if let Some(h) = req.extensions().get::<RequestHash>() {
+        return Some(h.0);
+    }
+    match (&service.policy().hash_key, &ctx.token) {
+        (Some(HashKey::User), Some(t)) => Some(stable_hash(t.subject.as_bytes())),
+        (Some(HashKey::Header(name)), _) => {
+            req.headers().get(name).map(|v| stable_hash(v.as_bytes()))
+        }
+        _ => None,
+    }
+}
+
+/// What went wrong with one attempt, and whether another may follow.
+enum Failed {
+    /// The request never left; here it is again.
+    Unsent(Box<Request<RequestBody>>, Error),
+    /// It left (or may have): a retry needs the copy.
+    Sent(Error),
+}
+
 async fn send_with_retry(
     service: &Service,
+    ctx: &DispatchContext,
     mut req: Request<RequestBody>,
     upgrade: bool,
+    hash: Option<u64>,
+    timed_out: &AtomicBool,
 ) -> Result<Response<ResponseBody>, Error> {
-    let mut failed: Option<usize> = None;
+    let policy = &ctx.route.policy.retry;
+    // Only a request without a body can be sent again as it was.
+    let replayable = !upgrade
+        && policy.retries > 0
+        && http_body::Body::is_end_stream(req.body())
+        && (retry::is_idempotent(req.method()) || policy.non_idempotent);
+    let copy_needed =
+        replayable && (policy.on.reset || policy.on.gateway_error || policy.on.timeout);
+    if replayable {
+        service.retry_budget.deposit();
+    }
+    let set = service.endpoints();
+    let mut tried = retry::Tried::default();
+    let mut retries_left = policy.retries.min((retry::MAX_ATTEMPTS - 1) as u8);
+    let mut idx = service.pick(&set, hash, tried.as_slice())?;
     loop {
-        let Some((idx, endpoint)) = service.pick(failed) else {
-            return Err(if failed.is_some() {
-                Error::UpstreamConnect
-            } else {
-                Error::NoEndpoint
-            });
-        };
+        let endpoint = &set.endpoints[idx];
+        let copy = (copy_needed && retries_left > 0).then(|| copy_head(&req));
         address_request(&mut req, service, endpoint)?;
-        match endpoint.pool.send(req).await {
-            Ok((resp, conn)) => return finish_response(resp, conn, upgrade),
-            // A connect failure means the request never left: any method may go
-            // to another endpoint (as nginx and Envoy do), but only once.
-            Err(SendError::Connect { request, error }) => {
-                tracing::warn!(endpoint = %endpoint.address, service = %service.target, %error, "upstream connect failed");
-                if failed.is_some() {
-                    return Err(Error::UpstreamConnect);
-                }
-                failed = Some(idx);
-                req = *request;
+        let outcome = attempt(
+            service,
+            endpoint,
+            req,
+            upgrade,
+            policy.per_try_timeout,
+            timed_out,
+        )
+        .await;
+        tried.push(idx);
+        // A retry needs a condition it is allowed for, a copy (or the unsent
+        // request), another endpoint, and (unless nothing was sent) budget:
+        // checked in that order so a refused retry costs nothing.
+        let next = |cost: bool| {
+            if retries_left == 0 {
+                return None;
             }
-            Err(SendError::Request(e)) => return Err(classify(&e, endpoint)),
+            let next = service.pick(&set, hash, tried.as_slice()).ok()?;
+            (!cost || service.retry_budget.withdraw()).then_some(next)
+        };
+        match outcome {
+            Ok(resp) => {
+                let gateway_error = matches!(
+                    resp.status(),
+                    StatusCode::BAD_GATEWAY
+                        | StatusCode::SERVICE_UNAVAILABLE
+                        | StatusCode::GATEWAY_TIMEOUT
+                );
+                match copy {
+                    Some(c) if gateway_error && policy.on.gateway_error => match next(true) {
+                        Some(n) => {
+                            tracing::debug!(endpoint = %endpoint.address, status = %resp.status(), "retrying on another endpoint");
+                            drop(resp);
+                            req = c;
+                            idx = n;
+                        }
+                        None => return Ok(resp),
+                    },
+                    _ => return Ok(resp),
+                }
+            }
+            // Never sent: no extra load on any upstream, so no budget.
+            Err(Failed::Unsent(r, e)) => {
+                match policy.on.connect_failure.then(|| next(false)).flatten() {
+                    Some(n) => {
+                        req = *r;
+                        idx = n;
+                    }
+                    None => return Err(e),
+                }
+            }
+            Err(Failed::Sent(e)) => {
+                let allowed = match e {
+                    Error::UpstreamTimeout => policy.on.timeout,
+                    Error::UpstreamProtocol => policy.on.reset,
+                    _ => false,
+                };
+                match copy {
+                    Some(c) if allowed => match next(true) {
+                        Some(n) => {
+                            req = c;
+                            idx = n;
+                        }
+                        None => return Err(e),
+                    },
+                    _ => return Err(e),
+                }
+            }
+        }
+        retries_left -= 1;
+    }
+}
+
+/// One attempt on one endpoint: in flight while it lasts (and while its
+/// response body streams), its outcome counted for passive health.
+async fn attempt(
+    service: &Service,
+    endpoint: &Arc<Endpoint>,
+    req: Request<RequestBody>,
+    upgrade: bool,
+    per_try_timeout: Option<std::time::Duration>,
+    timed_out: &AtomicBool,
+) -> Result<Response<ResponseBody>, Failed> {
+    let clock = service.clock();
+    let in_flight = InFlight::begin(endpoint, clock.monotonic());
+    let watch = Pending {
+        service,
+        endpoint,
+        timed_out,
+        armed: true,
+    };
+    let send = endpoint.pool.send(req);
+    let sent = match per_try_timeout {
+        None => send.await,
+        Some(t) => match tokio::time::timeout(t, send).await {
+            Ok(r) => r,
+            Err(_) => {
+                watch.disarm();
+                service.record_outcome(endpoint, false);
+                return Err(Failed::Sent(Error::UpstreamTimeout));
+            }
+        },
+    };
+    watch.disarm();
+    match sent {
+        Ok((resp, conn)) => {
+            in_flight.answered(clock.monotonic());
+            service.record_outcome(endpoint, !resp.status().is_server_error());
+            finish_response(resp, conn, upgrade, in_flight).map_err(Failed::Sent)
+        }
+        // A connect failure means the request never left: any method may go
+        // to another endpoint (as nginx and Envoy do).
+        Err(SendError::Connect { request, error }) => {
+            tracing::warn!(endpoint = %endpoint.address, service = %service.target, %error, "upstream connect failed");
+            service.record_outcome(endpoint, false);
+            Err(Failed::Unsent(request, Error::UpstreamConnect))
+        }
+        Err(SendError::Request(e)) => {
+            let err = classify(&e, endpoint);
+            // The client's own failures say nothing about the endpoint.
+            if err.blame() == crate::error::Blame::Upstream {
+                service.record_outcome(endpoint, false);
+            }
+            Err(Failed::Sent(err))
         }
     }
+}
+
+/// Counts an attempt dropped by the route timeout as its endpoint's failure.
+struct Pending<'a> {
+    service: &'a Service,
+    endpoint: &'a Endpoint,
+    timed_out: &'a AtomicBool,
+    armed: bool,
+}
+
+impl Pending<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.armed && self.timed_out.load(Ordering::Relaxed) {
+            self.service.record_outcome(self.endpoint, false);
+        }
+    }
+}
+
+/// The head of a body-less request, for a retry.
+fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
+    let mut copy = Request::new(RequestBody::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }
 
 /// Set version, URI form and `Host`/`:authority` for this endpoint.
@@ -196,6 +401,7 @@ fn finish_response(
     resp: Response<hyper::body::Incoming>,
     conn: Option<ReturnToPool>,
     upgrade: bool,
+    in_flight: InFlight,
 ) -> Result<Response<ResponseBody>, Error> {
     let (mut parts, body) = resp.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
@@ -210,7 +416,7 @@ fn finish_response(
     let conn = if switching { None } else { conn };
     Ok(Response::from_parts(
         parts,
-        ResponseBody::upstream(body, conn),
+        ResponseBody::upstream(body, conn, in_flight),
     ))
 }
 

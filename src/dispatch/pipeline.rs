@@ -10,6 +10,8 @@
 //! Geo routing slots in between the rate limits and dispatch: it needs the
 //! route and the client address, and must run before any byte goes upstream.
 
+use crate::upstream::balance::stable_hash;
+use crate::upstream::{HashKey, RequestHash};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -156,6 +158,12 @@ async fn proxy(
         Lookup::Route(m) => m,
     };
     let route = m.entry;
+    // The consistent-hash key, while the path parameters are at hand.
+    let mut hash = match &route.policy.hash_key {
+        Some(HashKey::Param(p)) => m.params.get(p).map(|v| stable_hash(v.as_bytes())),
+        Some(HashKey::Header(h)) => req.headers().get(h).map(|v| stable_hash(v.as_bytes())),
+        Some(HashKey::User) | None => None,
+    };
 
     // Auth right after routing (the route says what it needs) and before
     // anything else is read or sent: an unauthenticated client learns
@@ -164,6 +172,10 @@ async fn proxy(
         Some(auth) => authorize(auth, &route.policy.auth, req.headers()).await?,
         None => None,
     };
+
+    if let (Some(HashKey::User), Some(v)) = (&route.policy.hash_key, &verified) {
+        hash = Some(stable_hash(v.token.subject.as_bytes()));
+    }
 
     // Rate limits after auth (a per-user limit needs the user) and before
     // the body is read or anything goes upstream.
@@ -195,6 +207,9 @@ async fn proxy(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let version = req.version();
     let (mut parts, body) = req.into_parts();
+    if let Some(h) = hash {
+        parts.extensions.insert(RequestHash(h));
+    }
 
     // Upstream URI: origin-form, with the route's prefix rewrite.
     let upstream_path = route.policy.upstream_path(&path);

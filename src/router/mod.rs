@@ -199,6 +199,12 @@ pub struct RoutePolicy {
     /// The route's name, the same on every gateway with this config
     /// (`GET,PUT /api/v1/worlds/{world_id}`): names its counters.
     pub name: std::sync::Arc<str>,
+    /// When failed attempts are tried again on another endpoint.
+    pub retry: crate::dispatch::retry::RetryPolicy,
+    /// What the service's consistent hashing hashes, copied from the
+    /// service so the pipeline can compute it while the path parameters
+    /// are at hand.
+    pub hash_key: Option<crate::upstream::HashKey>,
 }
 
 impl Default for RoutePolicy {
@@ -215,6 +221,8 @@ impl Default for RoutePolicy {
             },
             rate_limit: None,
             name: std::sync::Arc::from(""),
+            retry: crate::dispatch::retry::RetryPolicy::default(),
+            hash_key: None,
         }
     }
 }

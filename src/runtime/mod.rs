@@ -87,15 +87,25 @@ impl BackendRuntime {
     pub async fn start(self) -> io::Result<RunningGateway> {
         let listener = bind(self.settings.listen)?;
         let local_addr = listener.local_addr()?;
+        let admin = match self.settings.admin_listen {
+            Some(addr) => Some(
+                bind(addr)
+                    .map_err(|e| io::Error::new(e.kind(), format!("admin listener {addr}: {e}")))?,
+            ),
+            None => None,
+        };
+        let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(serve(
             listener,
+            admin,
             self.settings,
             self.snapshot,
             shutdown.clone(),
         ));
         Ok(RunningGateway {
             local_addr,
+            admin_addr,
             shutdown,
             task,
         })
@@ -106,6 +116,7 @@ impl BackendRuntime {
 #[derive(Debug)]
 pub struct RunningGateway {
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -114,6 +125,11 @@ impl RunningGateway {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The admin listener's bound address, when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Begin a graceful shutdown: stop accepting, let in-flight requests finish.
@@ -191,6 +207,7 @@ fn http_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
 
 async fn serve(
     listener: TcpListener,
+    admin: Option<TcpListener>,
     settings: ServerSettings,
     snapshot: Snapshot,
     shutdown: CancellationToken,
@@ -203,12 +220,20 @@ async fn serve(
         tokio::spawn(Arc::clone(remote).run(background.clone()));
     }
     spawn_rate_limit_tasks(&snapshot.rate_limits, &background);
+    spawn_upstream_tasks(&snapshot.dispatcher, &background);
     let shared = Arc::new(Shared {
         snapshot: arc_swap::ArcSwap::from_pointee(snapshot),
         tunnels: TaskTracker::new(),
         hard_stop: hard_stop.clone(),
         tunnel_idle_timeout: settings.tunnel_idle_timeout,
     });
+    if let Some(admin) = admin {
+        tokio::spawn(crate::admin::serve(
+            admin,
+            Arc::clone(&shared),
+            background.clone(),
+        ));
+    }
     let env = Arc::new(ConnEnv {
         shared: Arc::clone(&shared),
         builder: http_builder(&settings),
@@ -295,6 +320,32 @@ fn spawn_rate_limit_tasks(limits: &crate::config::RateLimits, stop: &Cancellatio
             .await;
         }
     });
+}
+
+/// Per service: its discovery (which swaps in new endpoint sets) and its
+/// health supervisor (one probe task per endpoint, following the sets).
+fn spawn_upstream_tasks(dispatcher: &Dispatcher, stop: &CancellationToken) {
+    for service in dispatcher.services() {
+        if let Some(source) = service.discovery.clone() {
+            let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+            tokio::spawn(source.run(tx, stop.clone()));
+            let service = Arc::clone(service);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        r = rx.changed() => if r.is_err() { return },
+                        () = stop.cancelled() => return,
+                    }
+                    let found = Arc::clone(&rx.borrow_and_update());
+                    service.update_endpoints(&found);
+                }
+            });
+        }
+        if service.health_check.is_some() {
+            tokio::spawn(crate::health::supervise(Arc::clone(service), stop.clone()));
+        }
+    }
 }
 
 /// What every connection task of one listener shares.

@@ -1,13 +1,30 @@
-//! Upstream services: their endpoints, connection pools and endpoint choice.
+//! Upstream services: their endpoints, connection pools, endpoint choice and
+//! the per-endpoint state that health checks, outlier detection and circuit
+//! breaking read and write.
+//!
+//! A service's endpoints live in an [`EndpointSet`] behind an `ArcSwap`:
+//! discovery swaps in a new set that reuses the `Arc<Endpoint>` of every
+//! address that stayed, so their pools, health and load figures survive and
+//! in-flight requests to removed endpoints finish on the old set.
 
+pub mod balance;
+pub mod discovery;
 pub mod pool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
+pub use balance::{BalancePolicy, Balancer, Load};
 pub use pool::{PoolConfig, UpstreamProtocol};
 
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::health::outlier::{OutlierDetection, OutlierState};
+use crate::health::{HealthChecker, HealthRecord, HealthState};
 use crate::router::ServiceTarget;
 
 /// How the `Host` header is set on requests to a service.
@@ -21,22 +38,35 @@ pub enum HostPolicy {
     Fixed(http::HeaderValue),
 }
 
-/// One address of a service.
+/// One address of a service, with its pool and its health and load figures.
 #[derive(Debug)]
 pub struct Endpoint {
     /// Where to connect.
     pub address: SocketAddr,
     /// The region the endpoint runs in, if configured.
     pub region: Option<String>,
+    /// Relative share of traffic (round robin, least request, peak EWMA).
+    pub weight: u32,
     /// `ip:port` as an authority, for h2 requests.
     pub authority: http::uri::Authority,
     /// `ip:port` as a `Host` value, for [`HostPolicy::Endpoint`].
     pub host_value: http::HeaderValue,
     pub(crate) pool: Arc<pool::Pool>,
+    /// Active-check state, read by every pick (one relaxed load).
+    active: AtomicU8,
+    /// Active-check history, written by the probe task, read by the admin API.
+    pub(crate) record: std::sync::Mutex<HealthRecord>,
+    /// Passive health: real traffic's failures.
+    pub(crate) outlier: OutlierState,
+    in_flight: AtomicU32,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    latency: balance::PeakEwma,
+    identity: u64,
 }
 
 impl Endpoint {
-    /// An endpoint with its own connection pool.
+    /// An endpoint with its own connection pool, weight 1.
     pub fn new(address: SocketAddr, region: Option<String>, pool_config: PoolConfig) -> Self {
         let text = address.to_string();
         let authority = text.parse().expect("a socket address is a valid authority");
@@ -45,75 +75,523 @@ impl Endpoint {
         Endpoint {
             address,
             region,
+            weight: 1,
             authority,
             host_value,
             pool: pool::Pool::new(address, pool_config),
+            active: AtomicU8::new(HealthState::Unknown.to_u8()),
+            record: std::sync::Mutex::new(HealthRecord::default()),
+            outlier: OutlierState::default(),
+            in_flight: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            latency: balance::PeakEwma::new(Duration::from_secs(10)),
+            identity: balance::stable_hash(text.as_bytes()),
         }
+    }
+
+    /// The same endpoint with another weight (0 counts as 1).
+    pub fn with_weight(mut self, weight: u32) -> Self {
+        self.weight = weight.max(1);
+        self
     }
 
     /// Idle pooled connections (for tests and the admin API).
     pub fn idle_connections(&self) -> usize {
         self.pool.idle_count()
     }
+
+    /// What active health checks say.
+    pub fn health_state(&self) -> HealthState {
+        HealthState::from_u8(self.active.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_health_state(&self, state: HealthState) {
+        self.active.store(state.to_u8(), Ordering::Relaxed);
+    }
+
+    /// Requests sent to it whose response has not ended.
+    pub fn requests_in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests sent to it so far.
+    pub fn requests_total(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Failed exchanges (5xx, connect errors, timeouts, resets) so far.
+    pub fn failures_total(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Peak-EWMA latency of real requests (time to response headers).
+    pub fn latency_estimate(&self, now: Duration) -> Duration {
+        Duration::from_nanos(self.latency.get_ns(now))
+    }
+
+    /// Not marked down by active checks and not ejected by passive ones.
+    #[inline]
+    fn serves(&self, now_ms: u64) -> bool {
+        self.health_state().serves() && !self.outlier.is_ejected(now_ms)
+    }
+}
+
+impl Load for Endpoint {
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn in_flight(&self) -> u32 {
+        self.requests_in_flight()
+    }
+    fn latency_ns(&self, now: Duration) -> u64 {
+        self.latency.get_ns(now)
+    }
+    fn identity(&self) -> u64 {
+        self.identity
+    }
+}
+
+/// One version of a service's endpoints and the balancer built over them.
+#[derive(Debug)]
+pub struct EndpointSet {
+    /// The endpoints, in config (or discovery) order.
+    pub endpoints: Vec<Arc<Endpoint>>,
+    balancer: Balancer,
+}
+
+impl EndpointSet {
+    fn new(policy: BalancePolicy, endpoints: Vec<Arc<Endpoint>>) -> Self {
+        let balancer = Balancer::new(policy, &endpoints);
+        EndpointSet {
+            endpoints,
+            balancer,
+        }
+    }
+}
+
+/// What requests get when no endpoint passes its health checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllUnhealthy {
+    /// Spread requests over every endpoint (Envoy's panic routing): health
+    /// checks that fail everywhere at once are more often wrong than right.
+    RouteToAll,
+    /// Answer 503 at once.
+    Fail,
+}
+
+/// What a consistent-hash service hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// A path parameter of the matched route (`param:world_id`).
+    Param(String),
+    /// A request header (`header:x-session-id`).
+    Header(http::HeaderName),
+    /// The token's `sub` (`user`).
+    User,
+}
+
+/// The request's hash key, put in the request's extensions by the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestHash(pub u64);
+
+/// A service's retry budget: retries may add at most `percent` % to the
+/// load the service gets, plus a burst of `burst` (Finagle's and linkerd's
+/// model), so retries cannot turn a brown-out into an outage.
+#[derive(Debug)]
+pub struct RetryBudget {
+    /// Thousandths of a retry each retryable request earns.
+    deposit: i64,
+    /// Most thousandths saved up.
+    cap: i64,
+    balance: std::sync::atomic::AtomicI64,
+    granted: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl RetryBudget {
+    /// A budget of `percent` % extra requests and a burst of `burst` retries.
+    pub fn new(percent: u32, burst: u32) -> Self {
+        let cap = i64::from(burst) * 1000;
+        RetryBudget {
+            deposit: i64::from(percent) * 10,
+            cap,
+            balance: std::sync::atomic::AtomicI64::new(cap),
+            granted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// A retryable request arrived.
+    pub fn deposit(&self) {
+        let _ = self
+            .balance
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                (b < self.cap).then(|| (b + self.deposit).min(self.cap))
+            });
+    }
+
+    /// Take one retry from the budget; false when it is spent.
+    pub fn withdraw(&self) -> bool {
+        let ok = self
+            .balance
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                (b >= 1000).then_some(b - 1000)
+            })
+            .is_ok();
+        if ok {
+            self.granted.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Retries granted so far.
+    pub fn granted(&self) -> u64 {
+        self.granted.load(Ordering::Relaxed)
+    }
+
+    /// Retries refused because the budget was spent.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Whole retries available now.
+    pub fn available(&self) -> i64 {
+        self.balance.load(Ordering::Relaxed) / 1000
+    }
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget::new(20, 10)
+    }
+}
+
+/// How a service chooses and protects its endpoints.
+#[derive(Debug, Clone)]
+pub struct ServicePolicy {
+    /// Endpoint choice.
+    pub balance: BalancePolicy,
+    /// What consistent hashing hashes (`None`: round robin for every request).
+    pub hash_key: Option<HashKey>,
+    /// When no endpoint is healthy.
+    pub all_unhealthy: AllUnhealthy,
+    /// Passive health (`None`: off).
+    pub outlier: Option<OutlierDetection>,
+    /// Circuit breaker: requests in flight per endpoint at most; an endpoint
+    /// at its cap is skipped, and a service whose endpoints all are answers
+    /// 503 at once.
+    pub max_requests_per_endpoint: u32,
+}
+
+impl Default for ServicePolicy {
+    fn default() -> Self {
+        ServicePolicy {
+            balance: BalancePolicy::RoundRobin,
+            hash_key: None,
+            all_unhealthy: AllUnhealthy::RouteToAll,
+            outlier: Some(OutlierDetection::default()),
+            max_requests_per_endpoint: 1024,
+        }
+    }
 }
 
 /// A backend service: its endpoints and how requests reach them.
-#[derive(Debug)]
 pub struct Service {
     /// The service this is.
     pub target: ServiceTarget,
-    /// Its endpoints, in config order.
-    pub endpoints: Vec<Arc<Endpoint>>,
     /// Protocol spoken to every endpoint.
     pub protocol: UpstreamProtocol,
     /// How `Host` is set.
     pub host: HostPolicy,
-    next: AtomicUsize,
+    set: ArcSwap<EndpointSet>,
+    policy: ServicePolicy,
+    /// Shared by all routes to the service.
+    pub retry_budget: RetryBudget,
+    pub(crate) health_check: Option<Arc<HealthChecker>>,
+    pub(crate) discovery: Option<Arc<dyn discovery::Discovery>>,
+    pool_config: PoolConfig,
+    /// Region given to endpoints that discovery finds.
+    discovered_region: Option<String>,
+    clock: Arc<dyn Clock>,
+    /// Bumped on every endpoint-set change, for the health supervisor.
+    pub(crate) generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("target", &self.target)
+            .field("endpoints", &self.set.load().endpoints.len())
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Service {
-    /// A service over these endpoints.
+    /// A round-robin service over these endpoints, with default policies.
     pub fn new(
         target: ServiceTarget,
         endpoints: Vec<Arc<Endpoint>>,
         protocol: UpstreamProtocol,
         host: HostPolicy,
     ) -> Self {
+        let policy = ServicePolicy::default();
+        let pool_config = endpoints
+            .first()
+            .map(|e| e.pool.config().clone())
+            .unwrap_or_else(|| PoolConfig::for_protocol(protocol));
         Service {
             target,
-            endpoints,
             protocol,
             host,
-            next: AtomicUsize::new(0),
+            set: ArcSwap::from_pointee(EndpointSet::new(policy.balance, endpoints)),
+            policy,
+            retry_budget: RetryBudget::default(),
+            health_check: None,
+            discovery: None,
+            pool_config,
+            discovered_region: None,
+            clock: Arc::new(crate::clock::SystemClock),
+            generation: tokio::sync::watch::Sender::new(0),
         }
     }
 
-    /// Round robin: the next endpoint, skipping `exclude` (the one that just failed).
-    pub fn pick(&self, exclude: Option<usize>) -> Option<(usize, &Arc<Endpoint>)> {
-        let n = self.endpoints.len();
-        if n == 0 {
-            return None;
+    /// The same service with these policies.
+    pub fn with_policy(mut self, policy: ServicePolicy) -> Self {
+        let endpoints = self.set.load().endpoints.clone();
+        self.set = ArcSwap::from_pointee(EndpointSet::new(policy.balance, endpoints));
+        self.policy = policy;
+        self
+    }
+
+    /// The same service with this retry budget.
+    pub fn with_retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.retry_budget = budget;
+        self
+    }
+
+    /// The same service, probed by `checker`.
+    pub fn with_health_check(mut self, checker: HealthChecker) -> Self {
+        self.health_check = Some(Arc::new(checker));
+        self
+    }
+
+    /// The same service, its endpoints found (and kept current) by `source`.
+    pub fn with_discovery(mut self, source: Arc<dyn discovery::Discovery>) -> Self {
+        self.discovery = Some(source);
+        self
+    }
+
+    /// The same service, new endpoints (from discovery) pooled with `config`.
+    pub fn with_pool_config(mut self, config: PoolConfig) -> Self {
+        self.pool_config = config;
+        self
+    }
+
+    /// The same service, endpoints found by discovery placed in `region`.
+    pub fn with_discovered_region(mut self, region: Option<String>) -> Self {
+        self.discovered_region = region;
+        self
+    }
+
+    /// The same service with ejection times on `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Its policies.
+    pub fn policy(&self) -> &ServicePolicy {
+        &self.policy
+    }
+
+    /// The active checker, if any.
+    pub fn health_check(&self) -> Option<&Arc<HealthChecker>> {
+        self.health_check.as_ref()
+    }
+
+    /// The current endpoints.
+    pub fn endpoints(&self) -> Arc<EndpointSet> {
+        self.set.load_full()
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.monotonic().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Replace the endpoints with `found`, keeping the `Arc<Endpoint>` (its
+    /// pool, health and load) of every address that stays.
+    pub fn update_endpoints(&self, found: &[discovery::Discovered]) {
+        let old = self.set.load_full();
+        let mut next = Vec::with_capacity(found.len());
+        for d in found {
+            let kept = old
+                .endpoints
+                .iter()
+                .find(|e| e.address == d.address && e.weight == d.weight.max(1));
+            next.push(match kept {
+                Some(e) => Arc::clone(e),
+                None => Arc::new(
+                    Endpoint::new(
+                        d.address,
+                        self.discovered_region.clone(),
+                        self.pool_config.clone(),
+                    )
+                    .with_weight(d.weight),
+                ),
+            });
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|k| (start + k) % n)
-            .find(|&i| Some(i) != exclude)
-            .map(|i| (i, &self.endpoints[i]))
+        let same = next.len() == old.endpoints.len()
+            && next
+                .iter()
+                .zip(&old.endpoints)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if same {
+            return;
+        }
+        tracing::info!(service = %self.target, endpoints = next.len(), "endpoint set changed");
+        self.set
+            .store(Arc::new(EndpointSet::new(self.policy.balance, next)));
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Choose an endpoint of `set` not in `tried`.
+    ///
+    /// # Errors
+    /// [`Error::NoEndpoint`] when the set is empty or every endpoint was
+    /// tried, [`Error::NoHealthyEndpoint`] when none is healthy and the
+    /// service fails fast, [`Error::CircuitOpen`] when every usable endpoint
+    /// is at its concurrency cap.
+    pub(crate) fn pick(
+        &self,
+        set: &EndpointSet,
+        hash: Option<u64>,
+        tried: &[usize],
+    ) -> Result<usize, Error> {
+        let eps = &set.endpoints;
+        let max = self.policy.max_requests_per_endpoint;
+        let now = self.clock.monotonic();
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        let open = |i: usize| !tried.contains(&i);
+        let room = |i: usize| eps[i].requests_in_flight() < max;
+        let balancer = &set.balancer;
+        if let Some(i) = balancer.pick(
+            eps,
+            hash,
+            |i| open(i) && eps[i].serves(now_ms) && room(i),
+            now,
+        ) {
+            return Ok(i);
+        }
+        if !(0..eps.len()).any(open) {
+            return Err(Error::NoEndpoint);
+        }
+        if (0..eps.len()).any(|i| open(i) && eps[i].serves(now_ms)) {
+            return Err(Error::CircuitOpen);
+        }
+        match self.policy.all_unhealthy {
+            AllUnhealthy::Fail => Err(Error::NoHealthyEndpoint),
+            // Keys keep their endpoint if they have one; everything else is
+            // spread at random (a round-robin cursor already moved by the
+            // failed pass above would favour some endpoints).
+            AllUnhealthy::RouteToAll if hash.is_some() => balancer
+                .pick(eps, hash, |i| open(i) && room(i), now)
+                .ok_or(Error::CircuitOpen),
+            AllUnhealthy::RouteToAll => {
+                let n = eps.len();
+                let start = fastrand::usize(..n);
+                (0..n)
+                    .map(|k| (start + k) % n)
+                    .find(|&i| open(i) && room(i))
+                    .ok_or(Error::CircuitOpen)
+            }
+        }
+    }
+
+    /// True when no endpoint passes its checks (requests then follow
+    /// [`ServicePolicy::all_unhealthy`]).
+    pub fn in_panic(&self) -> bool {
+        let now_ms = self.now_ms();
+        let set = self.set.load();
+        !set.endpoints.is_empty() && !set.endpoints.iter().any(|e| e.serves(now_ms))
+    }
+
+    /// Count one exchange's outcome for passive health.
+    pub(crate) fn record_outcome(&self, endpoint: &Endpoint, ok: bool) {
+        if ok {
+            endpoint.outlier.success();
+            return;
+        }
+        endpoint.failures.fetch_add(1, Ordering::Relaxed);
+        let Some(cfg) = &self.policy.outlier else {
+            return;
+        };
+        let now_ms = self.now_ms();
+        let ejected = endpoint.outlier.failure(cfg, now_ms, || {
+            let set = self.set.load();
+            let out = set
+                .endpoints
+                .iter()
+                .filter(|e| e.outlier.is_ejected(now_ms))
+                .count();
+            cfg.may_eject(out, set.endpoints.len())
+        });
+        if let Some(time) = ejected {
+            tracing::warn!(
+                service = %self.target,
+                endpoint = %endpoint.address,
+                ejection = ?time,
+                "endpoint ejected after consecutive failures"
+            );
+        }
+    }
+}
+
+/// One request on its way to an endpoint: counts it in flight until its
+/// response ends (or it fails), and measures its latency.
+#[derive(Debug)]
+pub struct InFlight {
+    endpoint: Arc<Endpoint>,
+    started: Duration,
+}
+
+impl InFlight {
+    pub(crate) fn begin(endpoint: &Arc<Endpoint>, now: Duration) -> Self {
+        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        endpoint.requests.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            endpoint: Arc::clone(endpoint),
+            started: now,
+        }
+    }
+
+    /// The response headers arrived: feed the latency estimate.
+    pub(crate) fn answered(&self, now: Duration) {
+        self.endpoint
+            .latency
+            .observe(now.saturating_sub(self.started), now);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn service(n: u16) -> Service {
-        let cfg = PoolConfig {
-            protocol: UpstreamProtocol::Http1,
-            connect_timeout: Duration::from_secs(1),
-            max_idle: 1,
-            idle_timeout: Duration::from_secs(1),
-        };
+        let cfg = PoolConfig::for_protocol(UpstreamProtocol::Http1);
         let eps = (0..n)
             .map(|i| {
                 Arc::new(Endpoint::new(
@@ -132,14 +610,107 @@ mod tests {
     }
 
     #[test]
-    fn round_robin_cycles_and_skips_excluded() {
+    fn pick_skips_tried_unhealthy_and_full_endpoints() {
         let s = service(3);
-        let picks: Vec<usize> = (0..6).map(|_| s.pick(None).unwrap().0).collect();
-        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
-        for _ in 0..5 {
-            assert_ne!(s.pick(Some(1)).unwrap().0, 1);
+        let set = s.endpoints();
+        for _ in 0..6 {
+            assert_ne!(s.pick(&set, None, &[1]).unwrap(), 1);
         }
-        assert!(service(1).pick(Some(0)).is_none());
-        assert!(service(0).pick(None).is_none());
+        set.endpoints[0].set_health_state(HealthState::Unhealthy);
+        for _ in 0..6 {
+            assert_eq!(s.pick(&set, None, &[1]).unwrap(), 2);
+        }
+        assert!(matches!(
+            s.pick(&set, None, &[0, 1, 2]),
+            Err(Error::NoEndpoint)
+        ));
+        assert!(matches!(
+            service(0).pick(&service(0).endpoints(), None, &[]),
+            Err(Error::NoEndpoint)
+        ));
+    }
+
+    #[test]
+    fn all_unhealthy_routes_to_all_or_fails_fast() {
+        let s = service(2);
+        let set = s.endpoints();
+        for e in &set.endpoints {
+            e.set_health_state(HealthState::Unhealthy);
+        }
+        assert!(s.in_panic());
+        let picks: std::collections::BTreeSet<usize> =
+            (0..64).map(|_| s.pick(&set, None, &[]).unwrap()).collect();
+        // Random spread: both are used (the chance of 64 equal picks is 2^-63).
+        assert_eq!(picks.len(), 2);
+        let f = service(2).with_policy(ServicePolicy {
+            all_unhealthy: AllUnhealthy::Fail,
+            ..ServicePolicy::default()
+        });
+        let fset = f.endpoints();
+        for e in &fset.endpoints {
+            e.set_health_state(HealthState::Unhealthy);
+        }
+        assert!(matches!(
+            f.pick(&fset, None, &[]),
+            Err(Error::NoHealthyEndpoint)
+        ));
+    }
+
+    #[test]
+    fn circuit_breaker_opens_at_the_cap() {
+        let s = service(2).with_policy(ServicePolicy {
+            max_requests_per_endpoint: 1,
+            ..ServicePolicy::default()
+        });
+        let set = s.endpoints();
+        let a = InFlight::begin(&set.endpoints[0], Duration::ZERO);
+        assert_eq!(s.pick(&set, None, &[]).unwrap(), 1);
+        let b = InFlight::begin(&set.endpoints[1], Duration::ZERO);
+        assert!(matches!(s.pick(&set, None, &[]), Err(Error::CircuitOpen)));
+        drop(a);
+        assert_eq!(s.pick(&set, None, &[]).unwrap(), 0);
+        drop(b);
+        assert_eq!(set.endpoints[1].requests_in_flight(), 0);
+        assert_eq!(set.endpoints[1].requests_total(), 1);
+    }
+
+    #[test]
+    fn retry_budget_allows_burst_plus_percent() {
+        let b = RetryBudget::new(20, 2);
+        let mut granted = 0;
+        for _ in 0..100 {
+            b.deposit();
+            if b.withdraw() {
+                granted += 1;
+            }
+        }
+        // 2 saved up + 99 × 0.2 earned (the first deposit found the
+        // budget full).
+        assert_eq!(granted, 21);
+        assert_eq!(b.granted(), 21);
+        assert_eq!(b.refused(), 79);
+    }
+
+    #[test]
+    fn update_keeps_endpoints_that_stay() {
+        let s = service(2);
+        let before = s.endpoints();
+        let keep = before.endpoints[1].address;
+        let new: SocketAddr = ([127, 0, 0, 1], 9500).into();
+        s.update_endpoints(&[
+            discovery::Discovered {
+                address: keep,
+                weight: 1,
+            },
+            discovery::Discovered {
+                address: new,
+                weight: 1,
+            },
+        ]);
+        let after = s.endpoints();
+        assert_eq!(after.endpoints.len(), 2);
+        assert!(Arc::ptr_eq(&after.endpoints[0], &before.endpoints[1]));
+        assert_eq!(after.endpoints[1].address, new);
+        assert_eq!(*s.generation.borrow(), 1);
     }
 }

@@ -39,6 +39,18 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
 }
 
+impl PoolConfig {
+    /// The defaults of `[[services]]` for `protocol`.
+    pub fn for_protocol(protocol: UpstreamProtocol) -> Self {
+        PoolConfig {
+            protocol,
+            connect_timeout: Duration::from_secs(2),
+            max_idle: 64,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Why a request could not be sent.
 #[derive(Debug)]
 pub enum SendError {
@@ -110,6 +122,11 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
         })
+    }
+
+    /// Its limits.
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
     }
 
     /// Idle HTTP/1.1 connections currently held.

@@ -2,6 +2,7 @@
 //! binary), real HTTP clients and raw TCP, all on 127.0.0.1 ephemeral ports.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod jwks_server;
 pub mod jwt;
 pub mod redis;

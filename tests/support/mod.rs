@@ -91,6 +91,57 @@ impl Resp {
     }
 }
 
+/// GET `path` on the gateway's admin listener.
+pub async fn admin(gw: &RunningGateway, path: &str) -> Resp {
+    let addr = gw.admin_addr().expect("the config has an [admin] section");
+    http1(addr, get(path)).await
+}
+
+/// `/admin/upstreams`' entry for the endpoint `addr` of `service`.
+pub fn endpoint_of<'a>(
+    upstreams: &'a serde_json::Value,
+    service: &str,
+    addr: SocketAddr,
+) -> &'a serde_json::Value {
+    let svc = upstreams["services"]
+        .as_array()
+        .expect("services array")
+        .iter()
+        .find(|s| s["service"] == service)
+        .unwrap_or_else(|| panic!("no service {service} in {upstreams}"));
+    svc["endpoints"]
+        .as_array()
+        .expect("endpoints array")
+        .iter()
+        .find(|e| e["address"] == addr.to_string())
+        .unwrap_or_else(|| panic!("no endpoint {addr} in {svc}"))
+}
+
+/// Poll `/admin/upstreams` until `done` holds (deadline 10 s); every
+/// snapshot seen on the way is passed to `check` first, so a test can
+/// assert an invariant on each of them. Returns the final snapshot.
+pub async fn wait_upstreams(
+    gw: &RunningGateway,
+    what: &str,
+    mut check: impl FnMut(&serde_json::Value),
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = admin(gw, "/admin/upstreams").await.json();
+        check(&v);
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; last state: {v:#}"
+        );
+        // A poll interval, not synchronisation: the condition is re-read.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Send one HTTP/1.1 request on a fresh connection.
 pub async fn http1(addr: SocketAddr, req: Request<Full<Bytes>>) -> Resp {
     let stream = TcpStream::connect(addr).await.expect("connect to gateway");

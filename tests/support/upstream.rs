@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -47,11 +47,33 @@ pub struct Seen {
     pub headers: http::HeaderMap,
 }
 
-#[derive(Default)]
 struct State {
     hits: AtomicUsize,
     arrived: Notify,
     seen: Mutex<Vec<Seen>>,
+    /// `/health` answers: their status and body, and how many were asked.
+    health_status: AtomicU16,
+    health_body: Mutex<String>,
+    health_hits: AtomicUsize,
+    /// Every other request answers with this status (0: as the query says).
+    force_status: AtomicU16,
+    /// Every other request waits this long first.
+    delay_ms: AtomicU64,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            hits: AtomicUsize::new(0),
+            arrived: Notify::new(),
+            seen: Mutex::new(Vec::new()),
+            health_status: AtomicU16::new(200),
+            health_body: Mutex::new("{\"status\":\"ok\"}".to_owned()),
+            health_hits: AtomicUsize::new(0),
+            force_status: AtomicU16::new(0),
+            delay_ms: AtomicU64::new(0),
+        }
+    }
 }
 
 /// A running test upstream.
@@ -70,6 +92,62 @@ impl Upstream {
 
     pub async fn start_with(name: &'static str, proto: Proto) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, name, proto)
+    }
+
+    /// A fresh upstream on the address of a stopped one (same name, new counters).
+    pub async fn restart(&self) -> Upstream {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => return Self::serve(l, self.name, Proto::Auto),
+                // The old accept loop may not have dropped its socket yet.
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => panic!("cannot rebind {}: {e}", self.addr),
+            }
+        }
+    }
+
+    /// `/health` answers `status` with `body` from now on.
+    pub fn set_health(&self, status: u16, body: &str) {
+        *self.state.health_body.lock().unwrap() = body.to_owned();
+        self.state.health_status.store(status, Ordering::SeqCst);
+    }
+
+    /// Health probes answered so far.
+    pub fn health_hits(&self) -> usize {
+        self.state.health_hits.load(Ordering::SeqCst)
+    }
+
+    /// Wait (with a deadline) until at least `n` probes have been answered.
+    pub async fn wait_for_probes(&self, n: usize) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let notified = self.state.arrived.notified();
+                if self.health_hits() >= n {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("upstream {} answered {} probes, wanted {n}", self.name, self.health_hits()));
+    }
+
+    /// Every request (but `/health`) answers `status` (0: back to normal).
+    pub fn set_status(&self, status: u16) {
+        self.state.force_status.store(status, Ordering::SeqCst);
+    }
+
+    /// Every request (but `/health`) waits `ms` before its answer.
+    pub fn set_delay_ms(&self, ms: u64) {
+        self.state.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    fn serve(listener: TcpListener, name: &'static str, proto: Proto) -> Upstream {
         let up = Upstream {
             addr: listener.local_addr().unwrap(),
             name,
@@ -158,6 +236,15 @@ impl Upstream {
         peer: SocketAddr,
         mut req: Request<Incoming>,
     ) -> Result<Response<TestBody>, Infallible> {
+        if req.uri().path() == "/health" {
+            let status = self.state.health_status.load(Ordering::SeqCst);
+            let body = self.state.health_body.lock().unwrap().clone();
+            let mut resp = Response::new(TestBody::Full(Some(Bytes::from(body))));
+            *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+            self.state.health_hits.fetch_add(1, Ordering::SeqCst);
+            self.state.arrived.notify_waiters();
+            return Ok(resp);
+        }
         let seen = Seen {
             peer,
             method: req.method().to_string(),
@@ -182,6 +269,11 @@ impl Upstream {
 
         if req.headers().contains_key(http::header::UPGRADE) {
             return Ok(websocket_echo(&mut req));
+        }
+        let delay = self.state.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            // Slowed on purpose: the behaviour under test.
+            tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         if let Some(ms) = query.get("slow_ms").and_then(|v| v.parse().ok()) {
             // The upstream is slow on purpose: this is the behaviour under test.
@@ -247,6 +339,10 @@ impl Upstream {
             .insert("x-upstream", self.name.parse().unwrap());
         if let Some(s) = query.get("status").and_then(|v| v.parse::<u16>().ok()) {
             *resp.status_mut() = StatusCode::from_u16(s).unwrap();
+        }
+        let forced = self.state.force_status.load(Ordering::SeqCst);
+        if forced != 0 {
+            *resp.status_mut() = StatusCode::from_u16(forced).unwrap();
         }
         if query.contains_key("hop") {
             let h = resp.headers_mut();

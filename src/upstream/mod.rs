@@ -1,5 +1,6 @@
 //! Upstream services: their endpoints, connection pools and endpoint choice.
 
+pub mod balance;
 pub mod pool;
 
 use std::net::SocketAddr;

@@ -56,9 +56,12 @@ async fn http_checks_mark_down_at_the_threshold_and_up_after_the_other() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
     let gw = gateway(&config(&[a.addr, b.addr], FAST_CHECKS, "")).await;
-    wait_upstreams(&gw, "both healthy", |_| {}, |v| {
-        state(v, a.addr)["health"] == "healthy" && state(v, b.addr)["health"] == "healthy"
-    })
+    wait_upstreams(
+        &gw,
+        "both healthy",
+        |_| {},
+        |v| state(v, a.addr)["health"] == "healthy" && state(v, b.addr)["health"] == "healthy",
+    )
     .await;
 
     a.set_health(503, "{\"status\":\"down\"}");
@@ -77,7 +80,10 @@ async fn http_checks_mark_down_at_the_threshold_and_up_after_the_other() {
     )
     .await;
     let e = state(&v, a.addr);
-    assert!(e["consecutive_probe_failures"].as_u64().unwrap() >= 3, "{e}");
+    assert!(
+        e["consecutive_probe_failures"].as_u64().unwrap() >= 3,
+        "{e}"
+    );
     assert_eq!(e["last_probe"]["status"], 503);
     assert_eq!(e["last_probe"]["passed"], false);
     assert_eq!(e["last_probe"]["error"], "status 503 not in 200-399");
@@ -106,7 +112,9 @@ async fn http_checks_mark_down_at_the_threshold_and_up_after_the_other() {
     assert!(state(&v, a.addr)["probe_latency_ms"].as_f64().unwrap() > 0.0);
     let mut seen = BTreeMap::new();
     for _ in 0..10 {
-        *seen.entry(served_by(gw.local_addr(), "/api/x").await).or_insert(0) += 1;
+        *seen
+            .entry(served_by(gw.local_addr(), "/api/x").await)
+            .or_insert(0) += 1;
     }
     assert_eq!(seen.get("a"), Some(&5), "round robin resumes: {seen:?}");
 }
@@ -116,19 +124,37 @@ async fn tcp_checks_follow_an_upstream_that_stops_and_comes_back() {
     let a = Upstream::start("a").await;
     let tcp = FAST_CHECKS.replace("path = \"/health\"", "type = \"tcp\"");
     let gw = gateway(&config(&[a.addr], &tcp, "")).await;
-    wait_upstreams(&gw, "a healthy", |_| {}, |v| state(v, a.addr)["health"] == "healthy").await;
+    wait_upstreams(
+        &gw,
+        "a healthy",
+        |_| {},
+        |v| state(v, a.addr)["health"] == "healthy",
+    )
+    .await;
     assert_eq!(a.health_hits(), 0, "a TCP check sends no HTTP");
 
     a.stop();
-    let v = wait_upstreams(&gw, "a unhealthy", |_| {}, |v| {
-        state(v, a.addr)["health"] == "unhealthy"
-    })
+    let v = wait_upstreams(
+        &gw,
+        "a unhealthy",
+        |_| {},
+        |v| state(v, a.addr)["health"] == "unhealthy",
+    )
     .await;
-    let err = state(&v, a.addr)["last_probe"]["error"].as_str().unwrap().to_owned();
+    let err = state(&v, a.addr)["last_probe"]["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(err.starts_with("connect: "), "{err}");
 
     let a2 = a.restart().await;
-    wait_upstreams(&gw, "a back", |_| {}, |v| state(v, a.addr)["health"] == "healthy").await;
+    wait_upstreams(
+        &gw,
+        "a back",
+        |_| {},
+        |v| state(v, a.addr)["health"] == "healthy",
+    )
+    .await;
     assert_eq!(served_by(gw.local_addr(), "/api/x").await, "a");
     assert_eq!(a2.hits(), 1);
 }
@@ -138,11 +164,20 @@ async fn a_body_check_fails_a_degraded_answer() {
     let a = Upstream::start("a").await;
     let checks = format!("{FAST_CHECKS}body_contains = '\"ok\"'\n");
     let gw = gateway(&config(&[a.addr], &checks, "")).await;
-    wait_upstreams(&gw, "a healthy", |_| {}, |v| state(v, a.addr)["health"] == "healthy").await;
+    wait_upstreams(
+        &gw,
+        "a healthy",
+        |_| {},
+        |v| state(v, a.addr)["health"] == "healthy",
+    )
+    .await;
     a.set_health(200, "{\"status\":\"degraded\"}");
-    let v = wait_upstreams(&gw, "a unhealthy", |_| {}, |v| {
-        state(v, a.addr)["health"] == "unhealthy"
-    })
+    let v = wait_upstreams(
+        &gw,
+        "a unhealthy",
+        |_| {},
+        |v| state(v, a.addr)["health"] == "unhealthy",
+    )
     .await;
     assert_eq!(
         state(&v, a.addr)["last_probe"]["error"],
@@ -179,7 +214,11 @@ max_ejection_ms = 100000
     };
     until_a_saw(2).await;
     let v = admin(&gw, "/admin/upstreams").await.json();
-    assert_eq!(state(&v, a.addr)["ejected"], false, "ejected after 2 failures");
+    assert_eq!(
+        state(&v, a.addr)["ejected"],
+        false,
+        "ejected after 2 failures"
+    );
     until_a_saw(3).await;
     let v = admin(&gw, "/admin/upstreams").await.json();
     let e = state(&v, a.addr);
@@ -202,7 +241,10 @@ max_ejection_ms = 100000
     assert_eq!(e["ejections"], 2);
     assert_eq!(e["ejected_for_ms"], 20_000);
     clock.advance(10);
-    assert_eq!(state(&admin(&gw, "/admin/upstreams").await.json(), a.addr)["ejected"], true);
+    assert_eq!(
+        state(&admin(&gw, "/admin/upstreams").await.json(), a.addr)["ejected"],
+        true
+    );
     clock.advance(10);
     a.set_status(0);
     let mut seen = BTreeMap::new();
@@ -219,14 +261,19 @@ async fn all_unhealthy_routes_to_all_by_default_or_fails_fast() {
     a.set_health(503, "");
     b.set_health(503, "");
     let gw = gateway(&config(&[a.addr, b.addr], FAST_CHECKS, "")).await;
-    let v = wait_upstreams(&gw, "both unhealthy", |_| {}, |v| {
-        state(v, a.addr)["health"] == "unhealthy" && state(v, b.addr)["health"] == "unhealthy"
-    })
+    let v = wait_upstreams(
+        &gw,
+        "both unhealthy",
+        |_| {},
+        |v| state(v, a.addr)["health"] == "unhealthy" && state(v, b.addr)["health"] == "unhealthy",
+    )
     .await;
     assert_eq!(v["services"][0]["panic"], true);
     let mut seen = BTreeMap::new();
     for _ in 0..40 {
-        *seen.entry(served_by(gw.local_addr(), "/api/x").await).or_insert(0) += 1;
+        *seen
+            .entry(served_by(gw.local_addr(), "/api/x").await)
+            .or_insert(0) += 1;
     }
     assert_eq!(seen.len(), 2, "panic routing uses every endpoint: {seen:?}");
 
@@ -234,7 +281,13 @@ async fn all_unhealthy_routes_to_all_by_default_or_fails_fast() {
     c.set_health(503, "");
     let fail = format!("all_unhealthy = \"fail\"\n{FAST_CHECKS}");
     let gw = gateway(&config(&[c.addr], &fail, "")).await;
-    wait_upstreams(&gw, "c unhealthy", |_| {}, |v| state(v, c.addr)["health"] == "unhealthy").await;
+    wait_upstreams(
+        &gw,
+        "c unhealthy",
+        |_| {},
+        |v| state(v, c.addr)["health"] == "unhealthy",
+    )
+    .await;
     let r = http1(gw.local_addr(), get("/api/x")).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.header("retry-after"), Some("1"));
@@ -251,9 +304,8 @@ async fn consistent_hashing_keeps_each_world_on_one_endpoint() {
         Upstream::start("w3").await,
     ];
     let addrs: Vec<SocketAddr> = ups.iter().map(|u| u.addr).collect();
-    let service = format!(
-        "balance = \"consistent_hash\"\nhash_key = \"param:world_id\"\n{FAST_CHECKS}"
-    );
+    let service =
+        format!("balance = \"consistent_hash\"\nhash_key = \"param:world_id\"\n{FAST_CHECKS}");
     let routes = r#"
 [[routes]]
 method = "GET"
@@ -262,9 +314,12 @@ service = "world-service"
 "#;
     let gw = gateway(&config(&addrs, &service, routes)).await;
     let gw_addr = gw.local_addr();
-    wait_upstreams(&gw, "all healthy", |_| {}, |v| {
-        addrs.iter().all(|a| state(v, *a)["health"] == "healthy")
-    })
+    wait_upstreams(
+        &gw,
+        "all healthy",
+        |_| {},
+        |v| addrs.iter().all(|a| state(v, *a)["health"] == "healthy"),
+    )
     .await;
     let mut home: HashMap<u32, String> = HashMap::new();
     for w in 0..60 {
@@ -283,9 +338,12 @@ service = "world-service"
 
     // w2 goes down: its worlds move, no other world does.
     ups[2].set_health(503, "");
-    wait_upstreams(&gw, "w2 unhealthy", |_| {}, |v| {
-        state(v, addrs[2])["health"] == "unhealthy"
-    })
+    wait_upstreams(
+        &gw,
+        "w2 unhealthy",
+        |_| {},
+        |v| state(v, addrs[2])["health"] == "unhealthy",
+    )
     .await;
     for (w, h) in &home {
         let now = served_by(gw_addr, &format!("/api/v1/worlds/{w}/state")).await;
@@ -302,7 +360,12 @@ async fn peak_ewma_sends_most_requests_to_the_fast_endpoint() {
     let fast = Upstream::start("fast").await;
     let slow = Upstream::start("slow").await;
     slow.set_delay_ms(40);
-    let gw = gateway(&config(&[fast.addr, slow.addr], "balance = \"peak_ewma\"\n", "")).await;
+    let gw = gateway(&config(
+        &[fast.addr, slow.addr],
+        "balance = \"peak_ewma\"\n",
+        "",
+    ))
+    .await;
     for _ in 0..50 {
         served_by(gw.local_addr(), "/api/x").await;
     }
@@ -330,7 +393,11 @@ async fn idempotent_requests_are_retried_elsewhere_and_posts_only_when_allowed()
         let r = http1(gw.local_addr(), req("POST", "/api/x", &[], "")).await;
         *statuses.entry(r.status.as_u16()).or_insert(0) += 1;
     }
-    assert_eq!(statuses, BTreeMap::from([(200, 2), (503, 2)]), "POSTs are not retried");
+    assert_eq!(
+        statuses,
+        BTreeMap::from([(200, 2), (503, 2)]),
+        "POSTs are not retried"
+    );
 
     let c = Upstream::start("c").await;
     let d = Upstream::start("d").await;
@@ -393,7 +460,11 @@ async fn a_full_endpoint_opens_the_circuit_at_once() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(r.json()["error"], "upstream overloaded: circuit open");
-    assert_eq!(a.hits(), 1, "the refused request never reached the upstream");
+    assert_eq!(
+        a.hits(),
+        1,
+        "the refused request never reached the upstream"
+    );
     assert_eq!(first.await.unwrap().status, StatusCode::OK);
     a.set_delay_ms(0);
     assert_eq!(served_by(gw_addr, "/api/x").await, "a");
@@ -436,12 +507,20 @@ async fn dns_discovery_adds_and_removes_endpoints_without_dropping_requests() {
     );
     let gw = gateway(&config(&[], &discovery, "")).await;
     let gw_addr = gw.local_addr();
-    let v = wait_upstreams(&gw, "two endpoints", |_| {}, |v| {
-        v["services"][0]["endpoints"].as_array().unwrap().len() == 2
-    })
+    let v = wait_upstreams(
+        &gw,
+        "two endpoints",
+        |_| {},
+        |v| v["services"][0]["endpoints"].as_array().unwrap().len() == 2,
+    )
     .await;
     assert_eq!(state(&v, a.addr)["region"], "us-east");
-    assert!(v["services"][0]["discovery"].as_str().unwrap().starts_with("dns srv"));
+    assert!(
+        v["services"][0]["discovery"]
+            .as_str()
+            .unwrap()
+            .starts_with("dns srv")
+    );
     let mut seen = BTreeMap::new();
     for _ in 0..4 {
         *seen.entry(served_by(gw_addr, "/api/x").await).or_insert(0) += 1;
@@ -475,10 +554,15 @@ async fn dns_discovery_adds_and_removes_endpoints_without_dropping_requests() {
     }
     let slow = slow.expect("round robin sent one of four requests to a");
     dns.set_records(records(&[&b, &c]));
-    wait_upstreams(&gw, "b and c", |_| {}, |v| {
-        let eps = v["services"][0]["endpoints"].as_array().unwrap();
-        eps.len() == 2 && eps.iter().any(|e| e["address"] == c.addr.to_string())
-    })
+    wait_upstreams(
+        &gw,
+        "b and c",
+        |_| {},
+        |v| {
+            let eps = v["services"][0]["endpoints"].as_array().unwrap();
+            eps.len() == 2 && eps.iter().any(|e| e["address"] == c.addr.to_string())
+        },
+    )
     .await;
     let r = slow.await.unwrap();
     assert_eq!(r.status, StatusCode::OK, "the in-flight request finished");

@@ -273,13 +273,6 @@ fn health_checker(
     if timeout == 0 {
         return Err(cx.spanned(&h.timeout_ms, field("timeout_ms"), "must be at least 1"));
     }
-    if Duration::from_millis(timeout) > interval {
-        return Err(cx.spanned(
-            &h.timeout_ms,
-            field("timeout_ms"),
-            "must not exceed the interval (probes of one endpoint never overlap)",
-        ));
-    }
     if *h.jitter_percent.get_ref() > 50 {
         return Err(cx.spanned(&h.jitter_percent, field("jitter_percent"), "must be 0-50"));
     }

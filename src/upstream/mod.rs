@@ -482,12 +482,17 @@ impl Service {
         let open = |i: usize| !tried.contains(&i);
         let room = |i: usize| eps[i].requests_in_flight() < max;
         let balancer = &set.balancer;
-        if let Some(i) = balancer.pick(
-            eps,
-            hash,
-            |i| open(i) && eps[i].serves(now_ms) && room(i),
-            now,
-        ) {
+        let usable = |i: usize| open(i) && eps[i].serves(now_ms) && room(i);
+        // A retry of a key keeps the hash's deterministic fallback; other
+        // retries take a random untried endpoint, so they do not move the
+        // round-robin cursor (which would send every first attempt to the
+        // same endpoint when one retry follows each request).
+        let first = if tried.is_empty() || hash.is_some() {
+            balancer.pick(eps, hash, usable, now)
+        } else {
+            random_scan(eps.len(), usable)
+        };
+        if let Some(i) = first {
             return Ok(i);
         }
         if !(0..eps.len()).any(open) {
@@ -505,12 +510,7 @@ impl Service {
                 .pick(eps, hash, |i| open(i) && room(i), now)
                 .ok_or(Error::CircuitOpen),
             AllUnhealthy::RouteToAll => {
-                let n = eps.len();
-                let start = fastrand::usize(..n);
-                (0..n)
-                    .map(|k| (start + k) % n)
-                    .find(|&i| open(i) && room(i))
-                    .ok_or(Error::CircuitOpen)
+                random_scan(eps.len(), |i| open(i) && room(i)).ok_or(Error::CircuitOpen)
             }
         }
     }
@@ -552,6 +552,15 @@ impl Service {
             );
         }
     }
+}
+
+/// The first index passing `ok`, scanning from a random start.
+fn random_scan(n: usize, ok: impl Fn(usize) -> bool) -> Option<usize> {
+    if n == 0 {
+        return None;
+    }
+    let start = fastrand::usize(..n);
+    (0..n).map(|k| (start + k) % n).find(|&i| ok(i))
 }
 
 /// One request on its way to an endpoint: counts it in flight until its

@@ -134,7 +134,13 @@ impl Upstream {
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("upstream {} answered {} probes, wanted {n}", self.name, self.health_hits()));
+        .unwrap_or_else(|_| {
+            panic!(
+                "upstream {} answered {} probes, wanted {n}",
+                self.name,
+                self.health_hits()
+            )
+        });
     }
 
     /// Every request (but `/health`) answers `status` (0: back to normal).

@@ -7,6 +7,7 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aether_gateway::clock::ManualClock;
@@ -41,7 +42,7 @@ healthy_threshold = 2
 jitter_percent = 0
 "#;
 
-fn state<'a>(v: &'a serde_json::Value, addr: SocketAddr) -> &'a serde_json::Value {
+fn state(v: &serde_json::Value, addr: SocketAddr) -> &serde_json::Value {
     endpoint_of(v, "world-service", addr)
 }
 
@@ -630,4 +631,52 @@ async fn the_admin_api_answers_json_and_refuses_what_it_does_not_serve() {
     // Client routes are not on the admin port, and admin paths not on the client port.
     let r = http1(gw.local_addr(), get("/admin/upstreams")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_not_reused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Answers one request per connection with keep-alive, then closes it
+    // (an upstream whose keep-alive timeout is shorter than ours).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                // Closed without `Connection: close`.
+            });
+        }
+    });
+    let gw = gateway(&config(&[addr], NO_OUTLIER, "")).await;
+    let r = http1(gw.local_addr(), get("/api/x")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // The gateway saw the close: the pool holds no usable connection.
+    wait_upstreams(
+        &gw,
+        "the pooled connection closed",
+        |_| {},
+        |v| state(v, addr)["idle_connections"] == 0,
+    )
+    .await;
+    // A POST is never retried: it succeeds only on a fresh connection.
+    let r = http1(gw.local_addr(), req("POST", "/api/x", &[], "")).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(&r.body[..], b"ok");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
 }

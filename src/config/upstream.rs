@@ -523,3 +523,262 @@ pub(super) fn admin_listen(
     }
     Ok(addr)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::validate::{ConfigError, parse};
+    use crate::health::{Probe, Thresholds};
+    use crate::router::ServiceTarget;
+    use crate::upstream::{BalancePolicy, HashKey};
+
+    fn err(text: &str) -> ConfigError {
+        parse(text, Path::new("gw.toml")).expect_err("config should be rejected")
+    }
+
+    /// (line, field) of the error, and that the message says `needle`.
+    fn at(text: &str, needle: &str) -> (usize, String) {
+        let e = err(text);
+        assert!(e.message.contains(needle), "{e}");
+        (e.line, e.field)
+    }
+
+    const SVC: &str = "[[services]]\nname = \"w\"\n";
+    const EP: &str = "[[services.endpoints]]\naddress = \"127.0.0.1:9001\"\n";
+
+    #[test]
+    fn the_issue_contract_parses_as_written() {
+        let text = r#"
+[admin]
+listen = "127.0.0.1:9901"
+
+[[services]]
+name = "world-service"
+balance = "consistent_hash"              # "round_robin" | "least_request" | "peak_ewma" | "consistent_hash"
+hash_key = "param:world_id"              # or "header:x-session-id", "user"
+[services.health_check]
+path = "/health"
+interval_seconds = 10
+timeout_ms = 3000
+unhealthy_threshold = 3
+healthy_threshold = 2
+[[services.endpoints]]
+address = "127.0.0.1:9001"
+region = "us-east"
+"#;
+        let cfg = parse(text, Path::new("gw.toml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cfg.server.admin_listen,
+            Some("127.0.0.1:9901".parse().unwrap())
+        );
+        let svc = cfg
+            .snapshot
+            .dispatcher
+            .service(&ServiceTarget::WorldService)
+            .expect("world-service");
+        assert_eq!(svc.policy().balance, BalancePolicy::ConsistentHash);
+        assert_eq!(
+            svc.policy().hash_key,
+            Some(HashKey::Param("world_id".into()))
+        );
+        let hc = svc.health_check().expect("health check");
+        assert_eq!(hc.interval(), std::time::Duration::from_secs(10));
+        assert_eq!(hc.config().timeout_ms, 3000);
+        assert_eq!(
+            hc.thresholds(),
+            Thresholds {
+                unhealthy: 3,
+                healthy: 2
+            }
+        );
+        assert!(matches!(hc.probe(), Probe::Http(p) if p.path == "/health"));
+        let eps = svc.endpoints();
+        assert_eq!(eps.endpoints[0].region.as_deref(), Some("us-east"));
+    }
+
+    #[test]
+    fn balancing_errors_name_line_and_field() {
+        assert_eq!(
+            at(
+                &format!("{SVC}balance = \"consistent_hash\"\n{EP}"),
+                "needs a hash_key"
+            ),
+            (2, "services[0].hash_key".into())
+        );
+        assert_eq!(
+            at(
+                &format!("{SVC}balance = \"consistent_hash\"\nhash_key = \"cookie:s\"\n{EP}"),
+                "expected \"param:<name>\""
+            ),
+            (4, "services[0].hash_key".into())
+        );
+        assert_eq!(
+            at(&format!("{SVC}hash_key = \"user\"\n{EP}"), "only used with"),
+            (3, "services[0].hash_key".into())
+        );
+        assert_eq!(
+            at(
+                &format!("{SVC}balance = \"fastest\"\n{EP}"),
+                "unknown variant"
+            ),
+            (3, "services[0].balance".into())
+        );
+        assert_eq!(
+            at(&format!("{SVC}{EP}weight = 0\n"), "must be 1-10000"),
+            (5, "services[0].endpoints[0].weight".into())
+        );
+        assert_eq!(
+            at(&format!("{SVC}{EP}{EP}"), "duplicate endpoint"),
+            (6, "services[0].endpoints[1].address".into())
+        );
+        assert_eq!(
+            at(
+                &format!("{SVC}max_requests_per_endpoint = 0\n{EP}"),
+                "at least 1"
+            ),
+            (3, "services[0].max_requests_per_endpoint".into())
+        );
+    }
+
+    #[test]
+    fn health_check_errors_name_line_and_field() {
+        let hc = |body: &str| format!("{SVC}[services.health_check]\n{body}{EP}");
+        assert_eq!(
+            at(&hc("interval_seconds = 0\n"), "at least 1"),
+            (4, "services[0].health_check.interval_seconds".into())
+        );
+        assert_eq!(
+            at(&hc("expected_status = [500, 200]\n"), "low <= high"),
+            (4, "services[0].health_check.expected_status".into())
+        );
+        assert_eq!(
+            at(
+                &hc("type = \"tcp\"\npath = \"/h\"\n"),
+                "not used by type = \"tcp\""
+            ),
+            (3, "services[0].health_check.path".into())
+        );
+        assert_eq!(
+            at(&hc("path = \"health\"\n"), "starting with '/'"),
+            (4, "services[0].health_check.path".into())
+        );
+        assert_eq!(
+            at(&hc("unhealthy_threshold = 0\n"), "at least 1"),
+            (4, "services[0].health_check.unhealthy_threshold".into())
+        );
+        assert_eq!(
+            at(&hc("interval_seconds = 1\ninterval_ms = 500\n"), "not both"),
+            (5, "services[0].health_check.interval_ms".into())
+        );
+        assert_eq!(
+            at(
+                &format!("{SVC}[services.outlier_detection]\nconsecutive_failures = 0\n{EP}"),
+                "enabled = false"
+            ),
+            (
+                4,
+                "services[0].outlier_detection.consecutive_failures".into()
+            )
+        );
+    }
+
+    #[test]
+    fn discovery_errors_name_line_and_field() {
+        let d = |body: &str| {
+            format!("{SVC}[services.discovery]\ntype = \"dns\"\nname = \"w.internal\"\n{body}")
+        };
+        assert_eq!(
+            at(&d(""), "needs a port"),
+            (5, "services[0].discovery.port".into())
+        );
+        assert_eq!(
+            at(
+                &d("record = \"srv\"\nport = 80\n"),
+                "SRV records carry the port"
+            ),
+            (7, "services[0].discovery.port".into())
+        );
+        assert_eq!(
+            at(
+                &d("port = 80\nnameservers = [\"localhost\"]\n"),
+                "not an ip:port"
+            ),
+            (7, "services[0].discovery.nameservers[0]".into())
+        );
+        assert_eq!(
+            at(&format!("{}{EP}", d("port = 80\n")), "not both"),
+            (3, "services[0].discovery".into())
+        );
+        assert_eq!(
+            at(
+                &format!("{SVC}[services.discovery]\ntype = \"consul\"\nname = \"w\"\n"),
+                "supported: \"dns\""
+            ),
+            (4, "services[0].discovery.type".into())
+        );
+    }
+
+    #[test]
+    fn route_retry_and_admin_errors_name_line_and_field() {
+        let route = |body: &str| {
+            format!("{SVC}{EP}[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nservice = \"w\"\n{body}")
+        };
+        assert_eq!(
+            at(
+                &route("retry_on = [\"5xx\"]\n"),
+                "unknown condition \"5xx\""
+            ),
+            (9, "routes[0].retry_on".into())
+        );
+        assert_eq!(
+            at(&route("retries = 8\n"), "at most 7"),
+            (9, "routes[0].retries".into())
+        );
+        assert_eq!(
+            at(
+                &route("retry_on = [\"timeout\"]\n"),
+                "needs per_try_timeout_ms"
+            ),
+            (9, "routes[0].retry_on".into())
+        );
+        assert_eq!(
+            at(
+                &format!("[admin]\nlisten = \"0.0.0.0:9901\"\n{SVC}{EP}"),
+                "loopback"
+            ),
+            (2, "admin.listen".into())
+        );
+        let ok = parse(
+            &format!("[admin]\nlisten = \"0.0.0.0:9901\"\nallow_remote = true\n{SVC}{EP}"),
+            Path::new("gw.toml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            ok.server.admin_listen,
+            Some("0.0.0.0:9901".parse().unwrap())
+        );
+        assert_eq!(
+            at(
+                &format!("[health]\nx = 1\n{SVC}{EP}"),
+                "[services.health_check]"
+            ),
+            (1, "health".into())
+        );
+    }
+
+    #[test]
+    fn a_hash_param_missing_from_a_route_is_a_warning() {
+        let text = format!(
+            "{SVC}balance = \"consistent_hash\"\nhash_key = \"param:world_id\"\n{EP}[[routes]]\nmethod = \"GET\"\npath = \"/a\"\nservice = \"w\"\n[[routes]]\nmethod = \"GET\"\npath = \"/w/{{world_id}}\"\nservice = \"w\"\n"
+        );
+        let cfg = parse(&text, Path::new("gw.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let w: Vec<&String> = cfg
+            .warnings
+            .iter()
+            .filter(|w| w.contains("world_id"))
+            .collect();
+        assert_eq!(w.len(), 1, "{:?}", cfg.warnings);
+        assert!(w[0].starts_with("routes[0] (/a)"), "{}", w[0]);
+    }
+}

@@ -131,7 +131,14 @@ impl Pool {
 
     /// Idle HTTP/1.1 connections currently held.
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+        // Connections the upstream closed are dropped lazily on the next
+        // take; they are not counted as usable.
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|c| !c.tx.is_closed())
+            .count()
     }
 
     fn put(&self, tx: http1::SendRequest<RequestBody>) {

@@ -116,13 +116,20 @@ async fn answer(
 
 /// The built-in config routing to `upstreams`, as TOML (the same format as a
 /// config file); the HMAC secret of `[auth]` is read from `secret_file`.
-pub fn config_text(listen: SocketAddr, upstreams: &[DemoUpstream], secret_file: &Path) -> String {
+pub fn config_text(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    upstreams: &[DemoUpstream],
+    secret_file: &Path,
+) -> String {
     let mut t = format!(
-        "# Built-in demo configuration.\n[server]\nlisten = \"{listen}\"\nmax_connections = 10000\n\n[auth]\nissuer = \"{DEMO_ISSUER}\"\naudiences = [\"aether-api\"]\nrequired_claims = [\"sub\", \"role\"]\nalgorithms = [\"HS256\"]\n[[auth.keys]]\nalgorithm = \"HS256\"\nsecret_file = {:?}\n",
+        "# Built-in demo configuration.\n[server]\nlisten = \"{listen}\"\nmax_connections = 10000\n\n[admin]\nlisten = \"{admin}\"\n\n[auth]\nissuer = \"{DEMO_ISSUER}\"\naudiences = [\"aether-api\"]\nrequired_claims = [\"sub\", \"role\"]\nalgorithms = [\"HS256\"]\n[[auth.keys]]\nalgorithm = \"HS256\"\nsecret_file = {:?}\n",
         secret_file.display().to_string()
     );
     for service in ["world-service", "asset-service"] {
-        t.push_str(&format!("\n[[services]]\nname = \"{service}\"\n"));
+        t.push_str(&format!(
+            "\n[[services]]\nname = \"{service}\"\n[services.health_check]\npath = \"/health\"\ninterval_seconds = 5\n"
+        ));
         for up in upstreams.iter().filter(|u| u.service == service) {
             t.push_str(&format!(
                 "[[services.endpoints]]\naddress = \"{}\"\nregion = \"{}\"\n",
@@ -195,13 +202,17 @@ pub struct DemoTokens {
 /// # Errors
 /// When the secret cannot be written to the temporary directory, or if the
 /// built-in text is broken (a bug, caught by tests).
-pub fn config(listen: SocketAddr, upstreams: &[DemoUpstream]) -> Result<Demo, ConfigError> {
+pub fn config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    upstreams: &[DemoUpstream],
+) -> Result<Demo, ConfigError> {
     let secret = random_secret();
     // The key is read while the config is validated; the file is gone
     // before the gateway serves a request.
     let file =
         std::env::temp_dir().join(format!("aether-gateway-demo-{}.secret", std::process::id()));
-    let text = config_text(listen, upstreams, &file);
+    let text = config_text(listen, admin, upstreams, &file);
     let origin = Path::new("<built-in demo config>");
     std::fs::write(&file, &secret).map_err(|e| ConfigError {
         file: origin.into(),
@@ -250,7 +261,12 @@ fn random_secret() -> String {
 }
 
 /// The walk-through printed when the demo starts.
-pub fn banner(gateway: SocketAddr, upstreams: &[DemoUpstream], tokens: &DemoTokens) -> String {
+pub fn banner(
+    gateway: SocketAddr,
+    admin: Option<SocketAddr>,
+    upstreams: &[DemoUpstream],
+    tokens: &DemoTokens,
+) -> String {
     let mut s = format!("aether-gateway demo: gateway on http://{gateway}\n");
     for up in upstreams {
         s.push_str(&format!(
@@ -259,9 +275,15 @@ pub fn banner(gateway: SocketAddr, upstreams: &[DemoUpstream], tokens: &DemoToke
         ));
     }
     s.push_str(&format!(
-        "\nTry:\n  curl -i http://{gateway}/api/v1/worlds/1\n  curl -i http://{gateway}/api/v1/worlds/1   # round robin: the other region answers\n  curl -i http://{gateway}/api/v1/assets/avatars/robot.glb   # prefix stripped upstream\n  curl -i -X DELETE http://{gateway}/api/v1/worlds/1   # 405 with Allow\n  curl -i http://{gateway}/nope                        # 404 JSON error\n\nAuth (JWT, HS256 with a secret made at start; tokens valid 24 h):\n  PLAYER={player}\n  CREATOR={creator}\n  curl -i http://{gateway}/api/v1/me                   # 401 with WWW-Authenticate\n  curl -i -H \"Authorization: Bearer $PLAYER\" http://{gateway}/api/v1/me   # x-aether-user reaches the upstream\n  curl -i -X POST -H \"Authorization: Bearer $PLAYER\" http://{gateway}/api/v1/worlds    # 403: needs role creator\n  curl -i -X POST -d '{{\"name\":\"lobby\"}}' -H \"Authorization: Bearer $CREATOR\" http://{gateway}/api/v1/worlds   # 200\n\nStop with Ctrl-C.\n",
+        "\nTry:\n  curl -i http://{gateway}/api/v1/worlds/1\n  curl -i http://{gateway}/api/v1/worlds/1   # round robin: the other region answers\n  curl -i http://{gateway}/api/v1/assets/avatars/robot.glb   # prefix stripped upstream\n  curl -i -X DELETE http://{gateway}/api/v1/worlds/1   # 405 with Allow\n  curl -i http://{gateway}/nope                        # 404 JSON error\n\nAuth (JWT, HS256 with a secret made at start; tokens valid 24 h):\n  PLAYER={player}\n  CREATOR={creator}\n  curl -i http://{gateway}/api/v1/me                   # 401 with WWW-Authenticate\n  curl -i -H \"Authorization: Bearer $PLAYER\" http://{gateway}/api/v1/me   # x-aether-user reaches the upstream\n  curl -i -X POST -H \"Authorization: Bearer $PLAYER\" http://{gateway}/api/v1/worlds    # 403: needs role creator\n  curl -i -X POST -d '{{\"name\":\"lobby\"}}' -H \"Authorization: Bearer $CREATOR\" http://{gateway}/api/v1/worlds   # 200\n",
         player = tokens.player,
         creator = tokens.creator,
     ));
+    if let Some(admin) = admin {
+        s.push_str(&format!(
+            "\nAdmin API (loopback only):\n  curl -s http://{admin}/admin/upstreams   # health, ejections and load of every endpoint\n"
+        ));
+    }
+    s.push_str("\nStop with Ctrl-C.\n");
     s
 }

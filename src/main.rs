@@ -36,6 +36,9 @@ enum Command {
         /// Where the demo gateway listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Where the demo's admin API listens.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin_listen: SocketAddr,
     },
 }
 
@@ -78,8 +81,17 @@ fn main() -> ExitCode {
             );
             ExitCode::from(2)
         }
-        (Some(Command::Demo { listen }), None) => run_demo(listen),
-        (None, None) => run_demo(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        (
+            Some(Command::Demo {
+                listen,
+                admin_listen,
+            }),
+            None,
+        ) => run_demo(listen, admin_listen),
+        (None, None) => run_demo(
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+            SocketAddr::from(([127, 0, 0, 1], 9901)),
+        ),
     }
 }
 
@@ -137,7 +149,7 @@ fn run(cfg: GatewayConfig) -> ExitCode {
     })
 }
 
-fn run_demo(listen: SocketAddr) -> ExitCode {
+fn run_demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
     let rt = match tokio_runtime(None) {
         Ok(rt) => rt,
         Err(e) => {
@@ -153,7 +165,7 @@ fn run_demo(listen: SocketAddr) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let demo = match demo::config(listen, &upstreams) {
+        let demo = match demo::config(listen, admin, &upstreams) {
             Ok(d) => d,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -163,15 +175,18 @@ fn run_demo(listen: SocketAddr) -> ExitCode {
         match BackendRuntime::from_config(demo.config).start().await {
             Ok(gw) => {
                 println!("aether-gateway listening on http://{}", gw.local_addr());
+                if let Some(a) = gw.admin_addr() {
+                    println!("admin API on http://{a}");
+                }
                 println!(
                     "{}",
-                    demo::banner(gw.local_addr(), &upstreams, &demo.tokens)
+                    demo::banner(gw.local_addr(), gw.admin_addr(), &upstreams, &demo.tokens)
                 );
                 gw.run_until_signal().await;
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: cannot listen on {listen}: {e} (try `aether-gateway demo --listen 127.0.0.1:8081`)");
+                eprintln!("error: cannot listen on {listen}: {e} (try `aether-gateway demo --listen 127.0.0.1:8081 --admin-listen 127.0.0.1:9902`)");
                 ExitCode::FAILURE
             }
         }

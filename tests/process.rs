@@ -93,7 +93,7 @@ fn run_refuses_an_invalid_config_before_listening() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_proxies_real_requests() {
     let mut child = bin()
-        .args(["demo", "--listen", "127.0.0.1:0"])
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -117,6 +117,15 @@ async fn demo_proxies_real_requests() {
             break a.parse().unwrap();
         }
     };
+    let admin_addr: std::net::SocketAddr = {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("demo prints its admin address");
+        line.strip_prefix("admin API on http://")
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+            .parse()
+            .unwrap()
+    };
     // The banner's tokens, as a user would paste them.
     let mut tokens = std::collections::HashMap::new();
     while tokens.len() < 2 {
@@ -128,6 +137,26 @@ async fn demo_proxies_real_requests() {
                 tokens.insert(name, format!("Bearer {t}"));
             }
         }
+    }
+    // The demo's services are health-checked: both world endpoints turn
+    // healthy after their first probe.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = http1(admin_addr, get("/admin/upstreams")).await.json();
+        let world = v["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == "world-service")
+            .expect("world-service in /admin/upstreams")
+            .clone();
+        let eps = world["endpoints"].as_array().unwrap();
+        assert_eq!(eps.len(), 2);
+        if eps.iter().all(|e| e["health"] == "healthy") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not healthy: {world}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let first = http1(addr, get("/api/v1/worlds/1")).await;
     let second = http1(addr, get("/api/v1/worlds/1")).await;

@@ -186,12 +186,17 @@ async fn send_with_retry(
         && policy.retries > 0
         && http_body::Body::is_end_stream(req.body())
         && (retry::is_idempotent(req.method()) || policy.non_idempotent);
-    let copy_needed =
-        replayable && (policy.on.reset || policy.on.gateway_error || policy.on.timeout);
     if replayable {
         service.retry_budget.deposit();
     }
     let set = service.endpoints();
+    // The head is copied (a header-map clone, the one allocation retries
+    // cost) only when a retry after sending could happen at all: another
+    // endpoint to go to and budget to spend.
+    let copy_needed = replayable
+        && (policy.on.reset || policy.on.gateway_error || policy.on.timeout)
+        && set.endpoints.len() > 1
+        && service.retry_budget.available() > 0;
     let mut tried = retry::Tried::default();
     let mut retries_left = policy.retries.min((retry::MAX_ATTEMPTS - 1) as u8);
     let mut idx = service.pick(&set, hash, tried.as_slice())?;

@@ -26,7 +26,8 @@ async fn main() {
         .expect("usage: bench_upstream <ip:port> [delay_ms]");
     let delay = Duration::from_millis(args.next().and_then(|d| d.parse().ok()).unwrap_or(0));
     let listener = TcpListener::bind(addr).await.expect("bind");
-    let body = Bytes::from_static(b"{\"world_id\":\"8c1f0e2a\",\"region\":\"us-east\",\"players\":12}");
+    let body =
+        Bytes::from_static(b"{\"world_id\":\"8c1f0e2a\",\"region\":\"us-east\",\"players\":12}");
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

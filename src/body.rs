@@ -63,6 +63,10 @@ pub struct BodyProgress {
     waiting_on_client: AtomicBool,
     done: AtomicBool,
     finished: Notify,
+    /// Why the body failed on the client's side (0: it did not), so the
+    /// dispatcher can blame the client even when the upstream protocol
+    /// (hyper's h2 client) reports only a reset stream.
+    client_failure: std::sync::atomic::AtomicU8,
 }
 
 impl BodyProgress {
@@ -73,7 +77,28 @@ impl BodyProgress {
             waiting_on_client: AtomicBool::new(false),
             done: AtomicBool::new(false),
             finished: Notify::new(),
+            client_failure: std::sync::atomic::AtomicU8::new(0),
         }
+    }
+
+    /// The client's failure, if the body failed because of the client.
+    pub fn client_failure(&self) -> Option<crate::error::Error> {
+        use crate::error::Error;
+        match self.client_failure.load(Ordering::Acquire) {
+            1 => Some(Error::PayloadTooLarge),
+            2 => Some(Error::ClientAborted),
+            3 => Some(Error::ClientBodyTimeout),
+            _ => None,
+        }
+    }
+
+    fn failed(&self, e: &BodyError) {
+        let code = match e {
+            BodyError::TooLarge { .. } => 1,
+            BodyError::Client(_) => 2,
+            BodyError::TimedOut => 3,
+        };
+        self.client_failure.store(code, Ordering::Release);
     }
 
     /// When the upstream last took a piece of the body (or the body began).
@@ -168,6 +193,14 @@ impl RequestBody {
         }
     }
 
+    fn fail(&mut self, e: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Some(s) = &self.streaming {
+            s.progress.failed(&e);
+        }
+        self.finish();
+        Poll::Ready(Some(Err(e)))
+    }
+
     /// A body made of bytes already in memory.
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         RequestBody {
@@ -212,8 +245,7 @@ impl Body for RequestBody {
                                 .timer
                                 .get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
                             if timer.as_mut().poll(cx).is_ready() {
-                                this.finish();
-                                return Poll::Ready(Some(Err(BodyError::TimedOut)));
+                                return this.fail(BodyError::TimedOut);
                             }
                         }
                         return Poll::Pending;
@@ -227,10 +259,8 @@ impl Body for RequestBody {
                         if let Some(data) = frame.data_ref() {
                             this.seen += data.len() as u64;
                             if this.seen > this.limit {
-                                this.finish();
-                                return Poll::Ready(Some(Err(BodyError::TooLarge {
-                                    limit: this.limit,
-                                })));
+                                let limit = this.limit;
+                                return this.fail(BodyError::TooLarge { limit });
                             }
                         }
                         if let Some(s) = this.streaming.as_mut() {
@@ -241,7 +271,7 @@ impl Body for RequestBody {
                         }
                         Some(Ok(frame))
                     }
-                    Poll::Ready(Some(Err(e))) => Some(Err(BodyError::Client(e))),
+                    Poll::Ready(Some(Err(e))) => return this.fail(BodyError::Client(e)),
                     Poll::Ready(None) => None,
                 };
                 if !matches!(result, Some(Ok(_))) {
@@ -272,8 +302,9 @@ enum ResponseKind {
         body: Incoming,
         /// The upstream connection, handed back to its pool once this body ends.
         conn: Option<ReturnToPool>,
-        /// Counts the request in flight at its endpoint until the body is gone.
-        _in_flight: crate::upstream::InFlight,
+        /// Counts the request in flight at its endpoint until the body is
+        /// gone (or, for a WebSocket, until the tunnel closes).
+        in_flight: Option<crate::upstream::InFlight>,
     },
     Full(Option<Bytes>),
 }
@@ -308,8 +339,17 @@ impl ResponseBody {
             kind: ResponseKind::Upstream {
                 body,
                 conn,
-                _in_flight: in_flight,
+                in_flight: Some(in_flight),
             },
+        }
+    }
+
+    /// The in-flight guard of an upstream response, for a tunnel that
+    /// outlives the (empty) body of its `101`.
+    pub(crate) fn take_in_flight(&mut self) -> Option<crate::upstream::InFlight> {
+        match &mut self.kind {
+            ResponseKind::Upstream { in_flight, .. } => in_flight.take(),
+            ResponseKind::Full(_) => None,
         }
     }
 }

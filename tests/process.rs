@@ -93,7 +93,13 @@ fn run_refuses_an_invalid_config_before_listening() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_proxies_real_requests() {
     let mut child = bin()
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -554,6 +554,7 @@ async fn dns_discovery_adds_and_removes_endpoints_without_dropping_requests() {
         }
     }
     let slow = slow.expect("round robin sent one of four requests to a");
+    let b_conns: std::collections::BTreeSet<u16> = b.seen().iter().map(|s| s.peer.port()).collect();
     dns.set_records(records(&[&b, &c]));
     wait_upstreams(
         &gw,
@@ -572,6 +573,9 @@ async fn dns_discovery_adds_and_removes_endpoints_without_dropping_requests() {
         *seen.entry(served_by(gw_addr, "/api/x").await).or_insert(0) += 1;
     }
     assert_eq!(seen, BTreeMap::from([("b".into(), 2), ("c".into(), 2)]));
+    // b stayed in the records: its pooled connections were kept.
+    let after: std::collections::BTreeSet<u16> = b.seen().iter().map(|s| s.peer.port()).collect();
+    assert_eq!(after, b_conns, "b's connections were replaced");
 }
 
 #[tokio::test]

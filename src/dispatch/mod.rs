@@ -288,6 +288,8 @@ async fn attempt(
     timed_out: &AtomicBool,
 ) -> Result<Response<ResponseBody>, Failed> {
     let clock = service.clock();
+    // Only for requests with a body still to stream (bodiless ones cost nothing).
+    let progress = req.body().progress();
     let in_flight = InFlight::begin(endpoint, clock.monotonic());
     let watch = Pending {
         service,
@@ -296,7 +298,10 @@ async fn attempt(
         armed: true,
     };
     let send = endpoint.pool.send(req);
-    let sent = match per_try_timeout {
+    // The per-try timeout times the upstream, so it applies only when there
+    // is no body to stream (a slow upload is the client body timeout's
+    // business, and only bodiless requests are retried anyway).
+    let sent = match per_try_timeout.filter(|_| progress.is_none()) {
         None => send.await,
         Some(t) => match tokio::time::timeout(t, send).await {
             Ok(r) => r,
@@ -310,7 +315,11 @@ async fn attempt(
     watch.disarm();
     match sent {
         Ok((resp, conn)) => {
-            in_flight.answered(clock.monotonic());
+            // An upload's time is the client's: only bodiless requests
+            // measure the endpoint's latency.
+            if progress.is_none() {
+                in_flight.answered(clock.monotonic());
+            }
             service.record_outcome(endpoint, !resp.status().is_server_error());
             finish_response(resp, conn, upgrade, in_flight).map_err(Failed::Sent)
         }
@@ -322,6 +331,12 @@ async fn attempt(
             Err(Failed::Unsent(request, Error::UpstreamConnect))
         }
         Err(SendError::Request(e)) => {
+            // The client broke its own body: hyper's h1 client passes our
+            // BodyError up, its h2 client only resets the stream, so ask the
+            // body itself.
+            if let Some(client) = progress.as_ref().and_then(|p| p.client_failure()) {
+                return Err(Failed::Sent(client));
+            }
             let err = classify(&e, endpoint);
             // The client's own failures say nothing about the endpoint.
             if err.blame() == crate::error::Blame::Upstream {

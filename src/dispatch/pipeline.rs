@@ -279,12 +279,16 @@ async fn proxy(
         && resp.status() == StatusCode::SWITCHING_PROTOCOLS
     {
         let on_upstream = hyper::upgrade::on(&mut resp);
+        // The tunnel is a request in flight at its endpoint until it closes
+        // (the circuit breaker counts it).
+        let in_flight = resp.body_mut().take_in_flight();
         let stop = shared.hard_stop.clone();
         let idle = shared.tunnel_idle_timeout;
         // The tunnel keeps the connection's slot until it closes.
         let slot = Arc::clone(&conn.slot);
         shared.tunnels.spawn(async move {
             let _slot = slot;
+            let _in_flight = in_flight;
             let tunnel = async move {
                 let (client, upstream) = tokio::try_join!(on_client, on_upstream)?;
                 super::tunnel::run(TokioIo::new(client), TokioIo::new(upstream), idle).await?;

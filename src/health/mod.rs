@@ -368,7 +368,7 @@ impl ServiceHealth {
                 EndpointHealth {
                     address: e.address.to_string(),
                     region: e.region.clone(),
-                    weight: e.weight,
+                    weight: e.weight(),
                     health: e.health_state(),
                     serving: e.health_state().serves() && until.is_none(),
                     since_unix: rec.since_unix,

@@ -85,6 +85,9 @@ impl BackendRuntime {
     /// # Errors
     /// When the listen address cannot be bound.
     pub async fn start(self) -> io::Result<RunningGateway> {
+        // The first monotonic reading calibrates quanta's TSC clock (a few
+        // ms): done here, not in the first request.
+        let _ = crate::clock::Clock::monotonic(&crate::clock::SystemClock);
         let listener = bind(self.settings.listen)?;
         let local_addr = listener.local_addr()?;
         let admin = match self.settings.admin_listen {

@@ -45,8 +45,9 @@ pub struct Endpoint {
     pub address: SocketAddr,
     /// The region the endpoint runs in, if configured.
     pub region: Option<String>,
-    /// Relative share of traffic (round robin, least request, peak EWMA).
-    pub weight: u32,
+    /// Relative share of traffic (round robin, least request, peak EWMA);
+    /// discovery may change it, the balancer reads it when a set is built.
+    weight: AtomicU32,
     /// `ip:port` as an authority, for h2 requests.
     pub authority: http::uri::Authority,
     /// `ip:port` as a `Host` value, for [`HostPolicy::Endpoint`].
@@ -75,7 +76,7 @@ impl Endpoint {
         Endpoint {
             address,
             region,
-            weight: 1,
+            weight: AtomicU32::new(1),
             authority,
             host_value,
             pool: pool::Pool::new(address, pool_config),
@@ -91,9 +92,14 @@ impl Endpoint {
     }
 
     /// The same endpoint with another weight (0 counts as 1).
-    pub fn with_weight(mut self, weight: u32) -> Self {
-        self.weight = weight.max(1);
+    pub fn with_weight(self, weight: u32) -> Self {
+        self.weight.store(weight.max(1), Ordering::Relaxed);
         self
+    }
+
+    /// Relative share of traffic.
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
     }
 
     /// Idle pooled connections (for tests and the admin API).
@@ -139,7 +145,7 @@ impl Endpoint {
 
 impl Load for Endpoint {
     fn weight(&self) -> u32 {
-        self.weight
+        Endpoint::weight(self)
     }
     fn in_flight(&self) -> u32 {
         self.requests_in_flight()
@@ -169,6 +175,10 @@ impl EndpointSet {
         }
     }
 }
+
+/// The most endpoints discovery may give one service (each has a pool and
+/// a probe task; a runaway DNS answer must not exhaust the process).
+pub const MAX_DISCOVERED_ENDPOINTS: usize = 4096;
 
 /// What requests get when no endpoint passes its health checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,6 +328,9 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     /// Bumped on every endpoint-set change, for the health supervisor.
     pub(crate) generation: tokio::sync::watch::Sender<u64>,
+    /// Held while an ejection is decided, so two endpoints failing at once
+    /// cannot both pass the `max_ejection_percent` check (failures only).
+    eject_lock: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Service {
@@ -356,6 +369,7 @@ impl Service {
             discovered_region: None,
             clock: Arc::new(crate::clock::SystemClock),
             generation: tokio::sync::watch::Sender::new(0),
+            eject_lock: std::sync::Mutex::new(()),
         }
     }
 
@@ -427,17 +441,35 @@ impl Service {
     }
 
     /// Replace the endpoints with `found`, keeping the `Arc<Endpoint>` (its
-    /// pool, health and load) of every address that stays.
+    /// pool, health, ejection and load) of every address that stays, with
+    /// its new weight. At most [`MAX_DISCOVERED_ENDPOINTS`] are taken.
     pub fn update_endpoints(&self, found: &[discovery::Discovered]) {
+        let found = if found.len() > MAX_DISCOVERED_ENDPOINTS {
+            tracing::warn!(
+                service = %self.target,
+                found = found.len(),
+                kept = MAX_DISCOVERED_ENDPOINTS,
+                "discovery found more endpoints than a service takes: the rest are ignored"
+            );
+            &found[..MAX_DISCOVERED_ENDPOINTS]
+        } else {
+            found
+        };
         let old = self.set.load_full();
+        let by_address: std::collections::HashMap<SocketAddr, &Arc<Endpoint>> =
+            old.endpoints.iter().map(|e| (e.address, e)).collect();
+        let mut reweighted = false;
         let mut next = Vec::with_capacity(found.len());
         for d in found {
-            let kept = old
-                .endpoints
-                .iter()
-                .find(|e| e.address == d.address && e.weight == d.weight.max(1));
-            next.push(match kept {
-                Some(e) => Arc::clone(e),
+            next.push(match by_address.get(&d.address) {
+                Some(e) => {
+                    let w = d.weight.max(1);
+                    if e.weight() != w {
+                        e.weight.store(w, Ordering::Relaxed);
+                        reweighted = true;
+                    }
+                    Arc::clone(e)
+                }
                 None => Arc::new(
                     Endpoint::new(
                         d.address,
@@ -448,7 +480,8 @@ impl Service {
                 ),
             });
         }
-        let same = next.len() == old.endpoints.len()
+        let same = !reweighted
+            && next.len() == old.endpoints.len()
             && next
                 .iter()
                 .zip(&old.endpoints)
@@ -534,6 +567,7 @@ impl Service {
             return;
         };
         let now_ms = self.now_ms();
+        let _decide = self.eject_lock.lock().unwrap_or_else(|p| p.into_inner());
         let ejected = endpoint.outlier.failure(cfg, now_ms, || {
             let set = self.set.load();
             let out = set

@@ -133,16 +133,18 @@ fn run(cfg: GatewayConfig) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let listen = cfg.server.listen;
         match BackendRuntime::from_config(cfg).start().await {
             Ok(gw) => {
                 // Tests and scripts wait for this exact line.
                 println!("aether-gateway listening on http://{}", gw.local_addr());
+                if let Some(a) = gw.admin_addr() {
+                    println!("admin API on http://{a}");
+                }
                 gw.run_until_signal().await;
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: cannot listen on {listen}: {e}");
+                eprintln!("error: cannot start: {e}");
                 ExitCode::FAILURE
             }
         }
@@ -186,7 +188,7 @@ fn run_demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: cannot listen on {listen}: {e} (try `aether-gateway demo --listen 127.0.0.1:8081 --admin-listen 127.0.0.1:9902`)");
+                eprintln!("error: cannot start: {e} (try `aether-gateway demo --listen 127.0.0.1:8081 --admin-listen 127.0.0.1:9902`)");
                 ExitCode::FAILURE
             }
         }

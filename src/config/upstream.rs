@@ -217,7 +217,10 @@ fn outlier(
         return Err(cx.spanned(
             &o.max_ejection_ms,
             field("max_ejection_ms"),
-            "must be at least base_ejection_ms",
+            format!(
+                "must be at least base_ejection_ms ({})",
+                o.base_ejection_ms.get_ref()
+            ),
         ));
     }
     if *o.max_ejection_percent.get_ref() > 100 {
@@ -431,7 +434,12 @@ fn discovery(
         max_ttl,
         timeout: Duration::from_millis(*dd.timeout_ms.get_ref()),
     })
-    .map_err(|e| cx.spanned(d, format!("services[{i}].discovery"), e.to_string()))?;
+    .map_err(|e| match e {
+        crate::upstream::discovery::DiscoveryError::InvalidName { .. } => {
+            cx.spanned(&dd.name, field("name"), e.to_string())
+        }
+        e => cx.spanned(d, format!("services[{i}].discovery"), e.to_string()),
+    })?;
     Ok((source, dd.region.clone()))
 }
 
@@ -764,6 +772,28 @@ region = "us-east"
                 "[services.health_check]"
             ),
             (1, "health".into())
+        );
+        assert_eq!(
+            at(
+                &format!(
+                    "[server]\nlisten = \"127.0.0.1:9000\"\n[admin]\nlisten = \"127.0.0.1:9000\"\n{SVC}{EP}"
+                ),
+                "needs its own port"
+            ),
+            (4, "admin.listen".into())
+        );
+        assert_eq!(
+            at(&route("retries = -1\n"), "expected a non-negative integer"),
+            (9, "routes[0].retries".into())
+        );
+        assert_eq!(
+            at(
+                &format!(
+                    "{SVC}[services.discovery]\ntype = \"dns\"\nname = \"not a name!\"\nport = 80\n"
+                ),
+                "not a name!"
+            ),
+            (5, "services[0].discovery.name".into())
         );
     }
 

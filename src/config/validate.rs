@@ -168,6 +168,8 @@ fn friendly(message: &str) -> String {
         ("expected usize", "expected a non-negative integer"),
         ("expected u64", "expected a non-negative integer"),
         ("expected u32", "expected a non-negative integer"),
+        ("expected u16", "expected a non-negative integer"),
+        ("expected u8", "expected a non-negative integer"),
     ] {
         m = m.replace(rust, toml);
     }
@@ -403,11 +405,26 @@ fn build_server(cx: &Ctx<'_>, raw: &FileConfig) -> Result<ServerSettings, Config
         idle_timeout: Duration::from_millis(*s.idle_timeout_ms.get_ref()),
         tunnel_idle_timeout: Duration::from_millis(*s.tunnel_idle_timeout_ms.get_ref()),
         send_timeout: Duration::from_millis(*s.send_timeout_ms.get_ref()),
-        admin_listen: raw
-            .admin
-            .as_ref()
-            .map(|a| super::upstream::admin_listen(cx, a))
-            .transpose()?,
+        admin_listen: match &raw.admin {
+            Some(a) => {
+                let admin = super::upstream::admin_listen(cx, a)?;
+                let same_port = admin.port() != 0 && admin.port() == listen.port();
+                let same_ip = admin.ip() == listen.ip()
+                    || admin.ip().is_unspecified()
+                    || listen.ip().is_unspecified();
+                if same_port && same_ip {
+                    return Err(cx.spanned(
+                        &a.get_ref().listen,
+                        "admin.listen",
+                        format!(
+                            "{admin} is also [server] listen: the admin API needs its own port"
+                        ),
+                    ));
+                }
+                Some(admin)
+            }
+            None => None,
+        },
     })
 }
 
@@ -509,6 +526,20 @@ fn add_routes(
             .service(&ServiceTarget::from_name(service))
             .and_then(|s| s.policy().hash_key.clone()),
     };
+    if policy.hash_key == Some(crate::upstream::HashKey::User) && !auth_configured {
+        warnings.push(format!(
+            "routes[{i}] ({}): its service hashes by user, but there is no [auth]: its requests are spread round robin",
+            r.path.get_ref()
+        ));
+    }
+    if let Some(t) = policy.retry.per_try_timeout
+        && t >= policy.timeout
+    {
+        warnings.push(format!(
+            "routes[{i}] ({}): per_try_timeout_ms is not below timeout_ms, so no attempt can be retried after it",
+            r.path.get_ref()
+        ));
+    }
     if let Some(crate::upstream::HashKey::Param(p)) = &policy.hash_key
         && !r.path.get_ref().contains(&format!("{{{p}}}"))
         && !r.path.get_ref().contains(&format!("{{*{p}}}"))

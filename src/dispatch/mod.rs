@@ -193,10 +193,11 @@ async fn send_with_retry(
     // The head is copied (a header-map clone, the one allocation retries
     // cost) only when a retry after sending could happen at all: another
     // endpoint to go to and budget to spend.
-    let copy_needed = replayable
+    let copy_wanted = replayable
         && (policy.on.reset || policy.on.gateway_error || policy.on.timeout)
-        && set.endpoints.len() > 1
-        && service.retry_budget.available() > 0;
+        && set.endpoints.len() > 1;
+    let budget_empty = copy_wanted && service.retry_budget.available() == 0;
+    let copy_needed = copy_wanted && !budget_empty;
     let mut tried = retry::Tried::default();
     let mut retries_left = policy.retries.min((retry::MAX_ATTEMPTS - 1) as u8);
     let mut idx = service.pick(&set, hash, tried.as_slice())?;
@@ -242,6 +243,10 @@ async fn send_with_retry(
                         }
                         None => return Ok(resp),
                     },
+                    None if gateway_error && policy.on.gateway_error && budget_empty => {
+                        service.retry_budget.refuse();
+                        return Ok(resp);
+                    }
                     _ => return Ok(resp),
                 }
             }
@@ -269,6 +274,10 @@ async fn send_with_retry(
                         }
                         None => return Err(e),
                     },
+                    None if allowed && budget_empty => {
+                        service.retry_budget.refuse();
+                        return Err(e);
+                    }
                     _ => return Err(e),
                 }
             }

@@ -257,6 +257,11 @@ impl RetryBudget {
         ok
     }
 
+    /// A retry was due but the budget was known to be spent.
+    pub fn refuse(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Retries granted so far.
     pub fn granted(&self) -> u64 {
         self.granted.load(Ordering::Relaxed)

@@ -178,24 +178,35 @@ impl Balancer {
         let Some(rr) = &self.rr else {
             return scan(len, 0, usable);
         };
-        let turn = rr.next.fetch_add(1, Ordering::Relaxed);
         let schedule = &rr.schedule;
-        if !schedule.is_empty() {
-            // Walk on from this turn for at most one cycle, so an unusable
-            // endpoint's turns go to its neighbours in the order.
-            let start = turn % schedule.len();
-            let found = schedule[start..]
-                .iter()
-                .chain(&schedule[..start])
-                .map(|&i| i as usize)
-                .find(|&i| i < len && usable(i));
-            if found.is_some() {
-                return found;
+        let cycle = if schedule.is_empty() {
+            len
+        } else {
+            schedule.len()
+        };
+        // An unusable endpoint's turn is skipped by taking the next turn
+        // from the shared counter, not by walking on locally: walking would
+        // hand all of its share to its successor in the order (twice the
+        // load on one neighbour while an endpoint is down).
+        for _ in 0..cycle.min(MAX_TURNS) {
+            let turn = rr.next.fetch_add(1, Ordering::Relaxed);
+            let i = if schedule.is_empty() {
+                turn % len
+            } else {
+                schedule[turn % cycle] as usize
+            };
+            if i < len && usable(i) {
+                return Some(i);
             }
         }
-        scan(len, turn % len, usable)
+        // Most endpoints are out: any usable one, from a random start so no
+        // neighbour is favoured.
+        scan(len, fastrand::usize(..len), usable)
     }
 }
+
+/// Turns a round-robin pick takes from the counter before it scans.
+const MAX_TURNS: usize = 64;
 
 /// The first usable index from `start` on, wrapping once round `0..len`.
 fn scan(len: usize, start: usize, usable: &impl Fn(usize) -> bool) -> Option<usize> {

@@ -121,11 +121,14 @@ fn round_robin_scales_weights_by_their_gcd() {
 fn round_robin_walks_past_unusable_endpoints() {
     let eps = fakes(3);
     let b = Balancer::new(BalancePolicy::RoundRobin, &eps);
-    assert_eq!(picks(&b, &eps, 6, |i| i != 1), [0, 2, 2, 0, 2, 2]);
+    // The unusable endpoint's turns are skipped, not handed to its successor.
+    assert_eq!(picks(&b, &eps, 6, |i| i != 1), [0, 2, 0, 2, 0, 2]);
     let eps = weighted(&[5, 1, 1]);
     let b = Balancer::new(BalancePolicy::RoundRobin, &eps);
-    // Endpoint 0's turns go to whoever follows it in the order.
-    assert_eq!(picks(&b, &eps, 7, |i| i != 0), [1, 1, 1, 2, 2, 1, 1]);
+    // Endpoint 0 out: the other two keep their 1:1 ratio.
+    let got = picks(&b, &eps, 70, |i| i != 0);
+    assert_eq!(got.iter().filter(|&&i| i == 1).count(), 35, "{got:?}");
+    assert_eq!(got.iter().filter(|&&i| i == 2).count(), 35, "{got:?}");
 }
 
 #[test]

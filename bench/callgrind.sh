@@ -91,7 +91,7 @@ def one():
 def control(flag):
     # callgrind acts on a command when the gateway next runs code: one
     # request wakes it (and is counted on whichever side it straddles).
-    p = subprocess.Popen(["callgrind_control", flag, pid], stdout=subprocess.DEVNULL)
+    p = subprocess.Popen(["callgrind_control", flag, pid], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     one()
     p.wait(timeout=60)

@@ -336,6 +336,8 @@ pub struct Service {
     /// Held while an ejection is decided, so two endpoints failing at once
     /// cannot both pass the `max_ejection_percent` check (failures only).
     eject_lock: std::sync::Mutex<()>,
+    /// Requests are being panic-routed (logged once when it starts and ends).
+    panicking: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Service {
@@ -375,6 +377,7 @@ impl Service {
             clock: Arc::new(crate::clock::SystemClock),
             generation: tokio::sync::watch::Sender::new(0),
             eject_lock: std::sync::Mutex::new(()),
+            panicking: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -531,6 +534,11 @@ impl Service {
             random_scan(eps.len(), usable)
         };
         if let Some(i) = first {
+            if self.panicking.load(Ordering::Relaxed)
+                && self.panicking.swap(false, Ordering::Relaxed)
+            {
+                tracing::info!(service = %self.target, "an endpoint passes its checks again: panic routing ends");
+            }
             return Ok(i);
         }
         if !(0..eps.len()).any(open) {
@@ -541,15 +549,41 @@ impl Service {
         }
         match self.policy.all_unhealthy {
             AllUnhealthy::Fail => Err(Error::NoHealthyEndpoint),
-            // Keys keep their endpoint if they have one; everything else is
-            // spread at random (a round-robin cursor already moved by the
-            // failed pass above would favour some endpoints).
-            AllUnhealthy::RouteToAll if hash.is_some() => balancer
+            AllUnhealthy::RouteToAll => {
+                // Logged once per episode (a retry finding only unhealthy
+                // untried endpoints is not one).
+                if tried.is_empty() && !self.panicking.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        service = %self.target,
+                        endpoints = eps.len(),
+                        "no endpoint passes its checks: routing to all of them (all_unhealthy = \"route_to_all\")"
+                    );
+                }
+                self.panic_pick(set, hash, tried, now)
+            }
+        }
+    }
+
+    fn panic_pick(
+        &self,
+        set: &EndpointSet,
+        hash: Option<u64>,
+        tried: &[usize],
+        now: Duration,
+    ) -> Result<usize, Error> {
+        let eps = &set.endpoints;
+        let max = self.policy.max_requests_per_endpoint;
+        let open = |i: usize| !tried.contains(&i);
+        let room = |i: usize| eps[i].requests_in_flight() < max;
+        let balancer = &set.balancer;
+        match hash {
+            Some(_) => balancer
                 .pick(eps, hash, |i| open(i) && room(i), now)
                 .ok_or(Error::CircuitOpen),
-            AllUnhealthy::RouteToAll => {
-                random_scan(eps.len(), |i| open(i) && room(i)).ok_or(Error::CircuitOpen)
-            }
+            // Keys keep their endpoint if they have one; everything else is
+            // spread at random (a round-robin cursor already moved by the
+            // failed pass would favour some endpoints).
+            None => random_scan(eps.len(), |i| open(i) && room(i)).ok_or(Error::CircuitOpen),
         }
     }
 

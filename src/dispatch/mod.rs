@@ -238,7 +238,7 @@ async fn send_with_retry(
                         Some(n) => {
                             tracing::debug!(endpoint = %endpoint.address, status = %resp.status(), "retrying on another endpoint");
                             drop(resp);
-                            req = c;
+                            req = *c;
                             idx = n;
                         }
                         None => return Ok(resp),
@@ -269,7 +269,7 @@ async fn send_with_retry(
                 match copy {
                     Some(c) if allowed => match next(true) {
                         Some(n) => {
-                            req = c;
+                            req = *c;
                             idx = n;
                         }
                         None => return Err(e),
@@ -379,8 +379,11 @@ impl Drop for Pending<'_> {
 }
 
 /// The head of a body-less request, for a retry.
-fn copy_head(req: &Request<RequestBody>) -> Request<RequestBody> {
-    let mut copy = Request::new(RequestBody::empty());
+///
+/// Boxed: the copy lives in the retry loop's state across the attempt, and
+/// an unboxed request there would grow (and memcpy) every request's future.
+fn copy_head(req: &Request<RequestBody>) -> Box<Request<RequestBody>> {
+    let mut copy = Box::new(Request::new(RequestBody::empty()));
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();

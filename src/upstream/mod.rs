@@ -503,22 +503,34 @@ impl Service {
         self.generation.send_modify(|g| *g += 1);
     }
 
-    /// Choose an endpoint of `set` not in `tried`.
+    /// Choose an endpoint of `set` not in `tried`, now.
     ///
     /// # Errors
     /// [`Error::NoEndpoint`] when the set is empty or every endpoint was
     /// tried, [`Error::NoHealthyEndpoint`] when none is healthy and the
     /// service fails fast, [`Error::CircuitOpen`] when every usable endpoint
     /// is at its concurrency cap.
+    #[cfg(test)]
     pub(crate) fn pick(
         &self,
         set: &EndpointSet,
         hash: Option<u64>,
         tried: &[usize],
     ) -> Result<usize, Error> {
+        self.pick_at(set, hash, tried, self.clock.monotonic())
+    }
+
+    /// [`Service::pick`] at `now` (the caller's clock reading, reused for
+    /// the attempt's latency measurement: one reading fewer per request).
+    pub(crate) fn pick_at(
+        &self,
+        set: &EndpointSet,
+        hash: Option<u64>,
+        tried: &[usize],
+        now: Duration,
+    ) -> Result<usize, Error> {
         let eps = &set.endpoints;
         let max = self.policy.max_requests_per_endpoint;
-        let now = self.clock.monotonic();
         let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
         let open = |i: usize| !tried.contains(&i);
         let room = |i: usize| eps[i].requests_in_flight() < max;

@@ -308,7 +308,7 @@ async fn send_with_retry(
 fn finish_attempt(
     service: &Service,
     endpoint: &Arc<Endpoint>,
-    sent: Option<Result<(Response<hyper::body::Incoming>, Option<ReturnToPool>), SendError>>,
+    sent: Option<Result<crate::upstream::pool::Sent, SendError>>,
     progress: Option<Arc<crate::body::BodyProgress>>,
     in_flight: InFlight,
     upgrade: bool,

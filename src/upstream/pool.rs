@@ -51,6 +51,10 @@ impl PoolConfig {
     }
 }
 
+/// What [`Pool::send`] gives back: the response head and, for HTTP/1.1, the
+/// connection to return once the body has been read.
+pub type Sent = (Response<Incoming>, Option<ReturnToPool>);
+
 /// Why a request could not be sent.
 #[derive(Debug)]
 pub enum SendError {
@@ -217,10 +221,7 @@ impl Pool {
     /// [`SendError::Connect`] with the untouched request when no connection
     /// could be made; [`SendError::Request`] when the exchange failed after the
     /// request was handed to a connection.
-    pub async fn send(
-        self: &Arc<Self>,
-        mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Option<ReturnToPool>), SendError> {
+    pub async fn send(self: &Arc<Self>, mut req: Request<RequestBody>) -> Result<Sent, SendError> {
         // Bounds the loop below for an upstream that accepts and closes at once.
         const MAX_UNSENT_ATTEMPTS: u32 = 3;
         let mut attempts = 0;

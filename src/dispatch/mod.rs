@@ -2,8 +2,9 @@
 //!
 //! [`pipeline`] turns a client request into an upstream request (path
 //! rewrite, header hygiene, forwarding headers); the [`Dispatcher`] then picks
-//! an endpoint, sends over a pooled connection with the route's timeout and
-//! retries a connect failure once on another endpoint.
+//! an endpoint (skipping unhealthy, ejected and full ones), sends over a
+//! pooled connection with the route's timeout, retries on other endpoints
+//! as [`retry`] allows, and reports each attempt's outcome to passive health.
 
 pub mod forwarded;
 pub mod headers;

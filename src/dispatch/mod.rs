@@ -76,6 +76,9 @@ impl Dispatcher {
     ///
     /// # Errors
     /// [`Error::NoEndpoint`] when the service has no endpoints,
+    /// [`Error::NoHealthyEndpoint`] when none passes its checks and the
+    /// service fails fast, [`Error::CircuitOpen`] when every usable endpoint
+    /// is at its concurrency cap,
     /// [`Error::UpstreamConnect`] when no endpoint accepted a connection,
     /// [`Error::UpstreamTimeout`] when no response headers arrived within the
     /// route's timeout after the body was sent (or the upstream took none of

@@ -640,16 +640,19 @@ async fn the_admin_api_answers_json_and_refuses_what_it_does_not_serve() {
 #[tokio::test]
 async fn a_pooled_connection_the_upstream_closed_is_not_reused() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // Answers one request per connection with keep-alive, then closes it
-    // (an upstream whose keep-alive timeout is shorter than ours).
+    // Answers one request per connection with keep-alive, then closes the
+    // connection when told (an upstream whose keep-alive timeout ran out
+    // while the gateway held the connection idle in its pool).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = Arc::clone(&accepted);
+    let close = Arc::new(tokio::sync::Notify::new());
+    let (count, closer) = (Arc::clone(&accepted), Arc::clone(&close));
     tokio::spawn(async move {
         loop {
             let (mut s, _) = listener.accept().await.unwrap();
             count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let closer = Arc::clone(&closer);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let mut got = Vec::new();
@@ -663,6 +666,7 @@ async fn a_pooled_connection_the_upstream_closed_is_not_reused() {
                 let _ = s
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                     .await;
+                closer.notified().await;
                 // Closed without `Connection: close`.
             });
         }
@@ -670,6 +674,14 @@ async fn a_pooled_connection_the_upstream_closed_is_not_reused() {
     let gw = gateway(&config(&[addr], NO_OUTLIER, "")).await;
     let r = http1(gw.local_addr(), get("/api/x")).await;
     assert_eq!(r.status, StatusCode::OK);
+    wait_upstreams(
+        &gw,
+        "the connection pooled",
+        |_| {},
+        |v| state(v, addr)["idle_connections"] == 1,
+    )
+    .await;
+    close.notify_waiters();
     // The gateway saw the close: the pool holds no usable connection.
     wait_upstreams(
         &gw,

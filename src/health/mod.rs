@@ -164,10 +164,12 @@ impl HealthChecker {
             let ms = result.latency.as_secs_f64() * 1000.0;
             // EWMA with α = 0.3: a few probes follow a real change, one
             // outlier moves it by less than a third.
-            rec.latency_ewma_ms = Some(match rec.latency_ewma_ms {
+            let ewma = match rec.latency_ewma_ms {
                 Some(prev) => prev + 0.3 * (ms - prev),
                 None => ms,
-            });
+            };
+            rec.latency_ewma_ms = Some(ewma);
+            endpoint.set_probe_latency(ewma);
         }
         rec.last = Some(result);
         if changed {
@@ -421,6 +423,44 @@ mod tests {
         assert_eq!(jittered(i, 10, 0.0), Duration::from_secs(9));
         assert_eq!(jittered(i, 10, 1.0), Duration::from_secs(11));
         assert_eq!(jittered(i, 0, 0.7), i);
+    }
+
+    #[test]
+    fn record_applies_thresholds_and_mirrors_the_probe_latency() {
+        let c = HealthChecker::new(HealthCheckConfig {
+            interval_seconds: 1,
+            timeout_ms: 100,
+            unhealthy_threshold: 2,
+        });
+        let ep = Endpoint::new(
+            ([127, 0, 0, 1], 9).into(),
+            None,
+            crate::upstream::PoolConfig::for_protocol(crate::upstream::UpstreamProtocol::Http1),
+        );
+        let probe = |passed: bool, ms: u64| ProbeResult {
+            passed,
+            status: Some(if passed { 200 } else { 503 }),
+            error: None,
+            latency: Duration::from_millis(ms),
+        };
+        assert_eq!(ep.probe_latency(), None);
+        assert_eq!(
+            c.record(&ep, probe(true, 10), 100),
+            Some(HealthState::Healthy)
+        );
+        assert_eq!(ep.probe_latency(), Some(Duration::from_millis(10)));
+        // EWMA, α = 0.3: 10 + 0.3 × (20 − 10) = 13 ms.
+        assert_eq!(c.record(&ep, probe(true, 20), 101), None);
+        assert_eq!(ep.probe_latency(), Some(Duration::from_millis(13)));
+        assert_eq!(c.record(&ep, probe(false, 1), 102), None);
+        assert_eq!(
+            c.record(&ep, probe(false, 1), 103),
+            Some(HealthState::Unhealthy)
+        );
+        assert_eq!(ep.health_state(), HealthState::Unhealthy);
+        // Failed probes do not move the latency figure.
+        assert_eq!(ep.probe_latency(), Some(Duration::from_millis(13)));
+        assert_eq!(ep.record.lock().unwrap().since_unix, Some(103));
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct Endpoint {
     pub(crate) pool: Arc<pool::Pool>,
     /// Active-check state, read by every pick (one relaxed load).
     active: AtomicU8,
+    /// The probes' RTT EWMA in µs (0: none yet), mirrored from `record` for
+    /// readers on the request path (geo routing's measured latency).
+    probe_rtt_us: AtomicU64,
     /// Active-check history, written by the probe task, read by the admin API.
     pub(crate) record: std::sync::Mutex<HealthRecord>,
     /// Passive health: real traffic's failures.
@@ -81,6 +84,7 @@ impl Endpoint {
             host_value,
             pool: pool::Pool::new(address, pool_config),
             active: AtomicU8::new(HealthState::Unknown.to_u8()),
+            probe_rtt_us: AtomicU64::new(0),
             record: std::sync::Mutex::new(HealthRecord::default()),
             outlier: OutlierState::default(),
             in_flight: AtomicU32::new(0),
@@ -110,6 +114,19 @@ impl Endpoint {
     /// What active health checks say.
     pub fn health_state(&self) -> HealthState {
         HealthState::from_u8(self.active.load(Ordering::Relaxed))
+    }
+
+    /// The EWMA of passing probes' round-trip time, once a probe passed.
+    pub fn probe_latency(&self) -> Option<Duration> {
+        match self.probe_rtt_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    pub(crate) fn set_probe_latency(&self, ms: f64) {
+        let us = (ms * 1000.0).clamp(1.0, u64::MAX as f64) as u64;
+        self.probe_rtt_us.store(us, Ordering::Relaxed);
     }
 
     pub(crate) fn set_health_state(&self, state: HealthState) {

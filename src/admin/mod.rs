@@ -4,6 +4,9 @@
 //! - `GET /healthz`: the process is up.
 //! - `GET /admin/upstreams`: every service, endpoint, health state,
 //!   ejection and load figure, as JSON.
+//! - `GET /admin/geo`: geo routing's latency table (configured and
+//!   measured), each service's regions and the region each client region
+//!   is sent to now.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -70,7 +73,7 @@ struct Upstreams {
 
 fn handle(snapshot: &SnapshotSource, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    let known = matches!(path, "/healthz" | "/admin/upstreams");
+    let known = matches!(path, "/healthz" | "/admin/upstreams" | "/admin/geo");
     if !known {
         return json(
             StatusCode::NOT_FOUND,
@@ -88,6 +91,7 @@ fn handle(snapshot: &SnapshotSource, req: &Request<Incoming>) -> Response<Full<B
     }
     match path {
         "/healthz" => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        "/admin/geo" => json(StatusCode::OK, &geo_status(&snapshot.snapshot.load())),
         _ => {
             let snap = snapshot.snapshot.load();
             let mut services: Vec<ServiceHealth> = snap
@@ -99,6 +103,43 @@ fn handle(snapshot: &SnapshotSource, req: &Request<Incoming>) -> Response<Full<B
             json(StatusCode::OK, &Upstreams { services })
         }
     }
+}
+
+fn geo_status(snap: &crate::config::Snapshot) -> serde_json::Value {
+    let Some(p) = &snap.geo else {
+        return serde_json::json!({"enabled": false});
+    };
+    let ids = || (0..p.regions().len() as u16).map(crate::geo::RegionId);
+    let table = |client: Option<crate::geo::RegionId>| {
+        ids()
+            .filter_map(|s| {
+                p.configured_latency_ms(client, s)
+                    .map(|ms| (p.name(s).to_string(), ms))
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let latency: std::collections::BTreeMap<String, _> = ids()
+        .map(|c| (p.name(c).to_string(), table(Some(c))))
+        .filter(|(_, row)| !row.is_empty())
+        .collect();
+    let mut services: Vec<_> = snap
+        .dispatcher
+        .services()
+        .filter_map(|s| s.geo_status())
+        .collect();
+    services.sort_by(|a, b| a.service.cmp(&b.service));
+    serde_json::json!({
+        "enabled": true,
+        "regions": p.regions().iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        "default_region": p.default_region().map(|r| p.name(r).to_string()),
+        "latency_ms": latency,
+        "default_latency_ms": table(None),
+        "unknown_latency_ms": p.unknown_latency_ms,
+        "hysteresis_ms": p.hysteresis_ms,
+        "failback_seconds": p.failback.as_secs(),
+        "geoip_cache_entries": p.locator.cache.capacity(),
+        "services": services,
+    })
 }
 
 fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {

@@ -32,9 +32,9 @@ pub struct FileConfig {
     /// Sections of later releases: rejected with "not yet supported" rather than ignored.
     #[serde(default)]
     pub health: Option<Spanned<toml::Value>>,
-    /// See `auth`.
+    /// `[geo]`: client location and region choice.
     #[serde(default)]
-    pub geo: Option<Spanned<toml::Value>>,
+    pub geo: Option<Spanned<GeoFile>>,
     /// See `auth`.
     #[serde(default)]
     pub relay: Option<Spanned<toml::Value>>,
@@ -291,7 +291,7 @@ pub struct DiscoveryFile {
     #[serde(default = "default_dns_timeout")]
     pub timeout_ms: Spanned<u64>,
     /// Region of every endpoint found.
-    pub region: Option<String>,
+    pub region: Option<Spanned<String>>,
 }
 
 fn default_min_ttl() -> Spanned<u64> {
@@ -382,7 +382,7 @@ pub struct EndpointFile {
     /// `ip:port`.
     pub address: Spanned<String>,
     /// The region the endpoint runs in.
-    pub region: Option<String>,
+    pub region: Option<Spanned<String>>,
     /// Relative share of traffic. Default 1.
     pub weight: Option<Spanned<u32>>,
 }
@@ -547,6 +547,86 @@ pub struct RouteFile {
     pub retry_non_idempotent: bool,
     /// Time for one attempt's response headers.
     pub per_try_timeout_ms: Option<Spanned<u64>>,
+    /// Pin the route to this region (with `[geo]`).
+    pub region: Option<Spanned<String>>,
+    /// `false`: no geo routing on this route (every endpoint of the
+    /// service, whatever its region). Default true with `[geo]`.
+    pub geo: Option<Spanned<bool>>,
+}
+
+/// `[geo]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoFile {
+    /// Region of clients nothing else locates.
+    pub default_region: Option<Spanned<String>>,
+    /// MaxMind-format database (GeoLite2/GeoIP2 Country or City), relative
+    /// to the config file's folder.
+    pub mmdb: Option<Spanned<String>>,
+    /// Header naming the client's region (or country), believed only from
+    /// `[server] trusted_proxies`.
+    pub region_header: Option<Spanned<String>>,
+    /// `[[geo.networks]]`: CIDR → region, the most specific first.
+    #[serde(default)]
+    pub networks: Vec<GeoNetworkFile>,
+    /// `[[geo.countries]]`: ISO country code → region.
+    #[serde(default)]
+    pub countries: Vec<GeoCountryFile>,
+    /// `[[geo.continents]]`: continent code → region.
+    #[serde(default)]
+    pub continents: Vec<GeoContinentFile>,
+    /// `[geo.latency_ms]`: client region → { service region → ms }.
+    #[serde(default)]
+    pub latency_ms: std::collections::BTreeMap<
+        String,
+        Spanned<std::collections::BTreeMap<String, Spanned<u32>>>,
+    >,
+    /// `[geo.default_latency_ms]`: service region → ms, for client regions without a row.
+    #[serde(default)]
+    pub default_latency_ms: std::collections::BTreeMap<String, Spanned<u32>>,
+    /// Latency of pairs the table does not give (same region: 0). Default 1000.
+    pub unknown_latency_ms: Option<Spanned<u32>>,
+    /// Keep the region in use unless another is better by more than this. Default 20.
+    pub hysteresis_ms: Option<Spanned<u32>>,
+    /// A region that came back is used again after this long. Default 30.
+    pub failback_seconds: Option<Spanned<u64>>,
+    /// `"off"` (default), `"cookie"` or `"header"`.
+    pub sticky: Option<Spanned<String>>,
+    /// The sticky cookie or header name. Default `aether-region` (cookie),
+    /// `x-aether-sticky-region` (header).
+    pub sticky_name: Option<Spanned<String>>,
+    /// GeoIP cache slots. Default 65536.
+    pub cache_entries: Option<Spanned<usize>>,
+}
+
+/// `[[geo.networks]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoNetworkFile {
+    /// `198.51.100.0/24` or a single address.
+    pub cidr: Spanned<String>,
+    /// The region of clients in it.
+    pub region: Spanned<String>,
+}
+
+/// `[[geo.countries]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoCountryFile {
+    /// ISO 3166-1 alpha-2 code.
+    pub country: Spanned<String>,
+    /// The region of clients in it.
+    pub region: Spanned<String>,
+}
+
+/// `[[geo.continents]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoContinentFile {
+    /// `AF`, `AN`, `AS`, `EU`, `NA`, `OC` or `SA`.
+    pub continent: Spanned<String>,
+    /// The region of clients on it.
+    pub region: Spanned<String>,
 }
 
 /// `auth = "..."` on a route.

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod file;
+pub mod geo;
 pub mod ratelimit;
 pub mod snapshot;
 pub mod upstream;

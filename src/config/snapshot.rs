@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub identity_headers: super::auth::IdentityHeaders,
     /// Rate limits: global rules, the shared backend, header settings.
     pub rate_limits: super::ratelimit::RateLimits,
+    /// Geo routing, when `[geo]` is configured (the services hold it too).
+    pub geo: Option<std::sync::Arc<crate::geo::GeoRoutingPolicy>>,
 }
 
 impl Default for Snapshot {
@@ -44,6 +46,7 @@ impl Default for Snapshot {
             auth: None,
             identity_headers: super::auth::IdentityHeaders::default(),
             rate_limits: super::ratelimit::RateLimits::default(),
+            geo: None,
         }
     }
 }

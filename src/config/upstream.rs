@@ -80,7 +80,12 @@ pub(super) fn build_service(
             }
         };
         endpoints.push(Arc::new(
-            Endpoint::new(address, ep.region.clone(), pool.clone()).with_weight(weight),
+            Endpoint::new(
+                address,
+                ep.region.as_ref().map(|r| r.get_ref().clone()),
+                pool.clone(),
+            )
+            .with_weight(weight),
         ));
     }
     let host = match (&svc.host_rewrite, svc.host) {
@@ -440,7 +445,7 @@ fn discovery(
         }
         e => cx.spanned(d, format!("services[{i}].discovery"), e.to_string()),
     })?;
-    Ok((source, dd.region.clone()))
+    Ok((source, dd.region.as_ref().map(|r| r.get_ref().clone())))
 }
 
 /// A route's retry settings.

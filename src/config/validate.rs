@@ -185,7 +185,7 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
             "there is no [health] section: health checks are set per service, in [services.health_check]",
         ));
     }
-    for (name, section) in [("geo", &raw.geo), ("relay", &raw.relay), ("log", &raw.log)] {
+    for (name, section) in [("relay", &raw.relay), ("log", &raw.log)] {
         if let Some(s) = section {
             return Err(cx.spanned(
                 s,
@@ -203,6 +203,10 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
         }
         None => (None, super::auth::IdentityHeaders::default()),
     };
+    let geo = match &raw.geo {
+        Some(g) => Some(Arc::new(super::geo::build(cx, &raw, g, &mut warnings)?)),
+        None => None,
+    };
     let mut dispatcher = Dispatcher::new();
     let mut known: HashMap<&str, ()> = HashMap::new();
     for (i, svc) in raw.services.iter().enumerate() {
@@ -213,17 +217,34 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
                 format!("duplicate service name {:?}", svc.name.get_ref()),
             ));
         }
-        dispatcher.add_service(super::upstream::build_service(cx, i, svc, &mut warnings)?);
+        let mut service = super::upstream::build_service(cx, i, svc, &mut warnings)?;
+        if let Some(g) = &geo {
+            let regions = super::geo::service_regions(&raw, svc.name.get_ref());
+            if regions.len() > crate::geo::MAX_SERVICE_REGIONS {
+                return Err(cx.spanned(
+                    &svc.name,
+                    format!("services[{i}]"),
+                    format!(
+                        "endpoints in {} regions: geo routing takes at most {} per service",
+                        regions.len(),
+                        crate::geo::MAX_SERVICE_REGIONS
+                    ),
+                ));
+            }
+            service = service.with_geo(Arc::clone(g));
+        }
+        dispatcher.add_service(service);
     }
 
     let mut limits = super::ratelimit::Builder::new(cx, raw.rate_limit.as_ref(), &mut warnings)?;
     let mut router = Router::new();
     for (i, r) in raw.routes.iter().enumerate() {
         let env = RouteEnv {
-            all_routes: &raw.routes,
+            raw: &raw,
             services: &known,
             dispatcher: &dispatcher,
             auth_configured: auth.is_some(),
+            geo: geo.as_ref(),
         };
         add_routes(cx, i, r, &env, &mut limits, &mut router, &mut warnings)?;
     }
@@ -265,6 +286,7 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
             auth,
             identity_headers,
             rate_limits,
+            geo,
         },
         warnings,
     })
@@ -340,7 +362,7 @@ fn route_auth(
     })
 }
 
-fn parse_cidr(s: &str) -> Option<IpNet> {
+pub(super) fn parse_cidr(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>()
         .ok()
         .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
@@ -430,10 +452,11 @@ fn build_server(cx: &Ctx<'_>, raw: &FileConfig) -> Result<ServerSettings, Config
 
 /// What every route is checked against.
 struct RouteEnv<'a> {
-    all_routes: &'a [RouteFile],
+    raw: &'a FileConfig,
     services: &'a HashMap<&'a str, ()>,
     dispatcher: &'a Dispatcher,
     auth_configured: bool,
+    geo: Option<&'a Arc<crate::geo::GeoRoutingPolicy>>,
 }
 
 fn add_routes(
@@ -446,11 +469,13 @@ fn add_routes(
     warnings: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
     let RouteEnv {
-        all_routes,
+        raw,
         services,
         dispatcher,
         auth_configured,
+        geo,
     } = *env;
+    let all_routes = &raw.routes;
     let field = |f: &str| format!("routes[{i}].{f}");
     let methods: Vec<(String, std::ops::Range<usize>)> = match (&r.method, &r.methods) {
         (Some(m), None) => vec![(m.get_ref().clone(), m.span())],
@@ -525,6 +550,7 @@ fn add_routes(
         hash_key: dispatcher
             .service(&ServiceTarget::from_name(service))
             .and_then(|s| s.policy().hash_key.clone()),
+        geo: super::geo::route_geo(cx, i, r, geo, &super::geo::service_regions(raw, service))?,
     };
     if policy.hash_key == Some(crate::upstream::HashKey::User) && !auth_configured {
         warnings.push(format!(
@@ -726,8 +752,8 @@ service = "world-service"
 
     #[test]
     fn later_sections_are_rejected_not_ignored() {
-        let e = err("[geo]\ndefault_region = \"us-east\"\n");
-        assert_eq!((e.line, e.field.as_str()), (1, "geo"));
+        let e = err("[relay]\nrealm = \"aether\"\n");
+        assert_eq!((e.line, e.field.as_str()), (1, "relay"));
         assert!(e.message.contains("not yet supported"), "{e}");
     }
 

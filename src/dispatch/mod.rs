@@ -28,7 +28,41 @@ use crate::upstream::{
 
 pub mod retry;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use crate::geo::{ChosenRegion, GeoHints, Reason, RegionId};
+
+/// The response header that says which region answered and why.
+pub static X_AETHER_REGION: http::HeaderName = http::HeaderName::from_static("x-aether-region");
+
+fn encode_chosen(region: Option<RegionId>, reason: Reason) -> u32 {
+    match region {
+        Some(r) => (1 << 31) | (u32::from(r.0) << 8) | reason.index() as u32,
+        None => 0,
+    }
+}
+
+/// Add `x-aether-region` and the [`ChosenRegion`] extension to a response
+/// of a geo-routed service.
+fn label_region(
+    service: &Service,
+    mut resp: Response<ResponseBody>,
+    chosen: u32,
+) -> Response<ResponseBody> {
+    if chosen == 0 {
+        return resp;
+    }
+    let Some(geo) = service.geo_policy() else {
+        return resp;
+    };
+    let region = RegionId(((chosen >> 8) & 0xFFFF) as u16);
+    let reason = Reason::ALL[(chosen & 0xFF) as usize];
+    resp.headers_mut()
+        .insert(&X_AETHER_REGION, geo.header_value(region, reason).clone());
+    resp.extensions_mut()
+        .insert(ChosenRegion { region, reason });
+    resp
+}
 
 /// Everything the dispatcher needs to know about a request besides the request itself.
 #[derive(Debug, Clone)]
@@ -111,16 +145,31 @@ impl Dispatcher {
         let timeout = ctx.route.policy.timeout;
         let progress = request.body().progress();
         let hash = request_hash(service, &ctx, &request);
+        let hints = match (request.extensions().get::<GeoHints>(), service.geo_policy()) {
+            (Some(h), _) => *h,
+            (None, Some(geo)) => GeoHints {
+                client: geo.id(&ctx.client_region),
+                sticky: None,
+            },
+            (None, None) => GeoHints::default(),
+        };
         // Set just before a timed-out attempt is dropped, so the attempt
         // counts as a failure of its endpoint (declared first: dropped last).
         let timed_out = AtomicBool::new(false);
-        let attempt = send_with_retry(service, &ctx, request, upgrade, hash, &timed_out);
+        // The region and reason of the endpoint in use (see `encode_chosen`).
+        let chosen = AtomicU32::new(0);
+        let attempt = send_with_retry(
+            service, &ctx, request, upgrade, hash, hints, &timed_out, &chosen,
+        );
+        let label = |r: Result<Response<ResponseBody>, Error>| {
+            r.map(|resp| label_region(service, resp, chosen.load(Ordering::Relaxed)))
+        };
         tokio::pin!(attempt);
         if let Some(progress) = progress {
             let mut check_at = progress.last_pulled() + timeout;
             loop {
                 tokio::select! {
-                    r = &mut attempt => return r,
+                    r = &mut attempt => return label(r),
                     _ = progress.finished() => break,
                     _ = tokio::time::sleep_until(check_at) => {
                         let now = tokio::time::Instant::now();
@@ -137,7 +186,7 @@ impl Dispatcher {
             }
         }
         tokio::select! {
-            r = &mut attempt => r,
+            r = &mut attempt => label(r),
             () = tokio::time::sleep(timeout) => {
                 timed_out.store(true, Ordering::Relaxed);
                 Err(Error::UpstreamTimeout)
@@ -176,13 +225,16 @@ enum Failed {
     Sent(Error),
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn send_with_retry(
     service: &Service,
     ctx: &DispatchContext,
     mut req: Request<RequestBody>,
     upgrade: bool,
     hash: Option<u64>,
+    hints: GeoHints,
     timed_out: &AtomicBool,
+    chosen: &AtomicU32,
 ) -> Result<Response<ResponseBody>, Error> {
     let policy = &ctx.route.policy.retry;
     // Only a request without a body can be sent again as it was.
@@ -206,8 +258,15 @@ async fn send_with_retry(
     let mut retries_left = policy.retries.min((retry::MAX_ATTEMPTS - 1) as u8);
     let clock = service.clock();
     let mut started = clock.monotonic();
-    let mut idx = service.pick_at(&set, hash, tried.as_slice(), started)?;
+    let mut plan = service.plan(&set, hints, ctx.route.policy.geo, started)?;
+    let mut idx = service.pick_planned(&set, plan.as_mut(), hash, tried.as_slice(), started)?;
     loop {
+        if let Some(p) = &plan {
+            chosen.store(
+                encode_chosen(set.region_of(idx), p.reason),
+                Ordering::Relaxed,
+            );
+        }
         let endpoint = &set.endpoints[idx];
         let copy = (copy_needed && retries_left > 0).then(|| copy_head(&req));
         address_request(&mut req, service, endpoint)?;
@@ -235,12 +294,14 @@ async fn send_with_retry(
         // A retry needs a condition it is allowed for, a copy (or the unsent
         // request), another endpoint, and (unless nothing was sent) budget:
         // checked in that order so a refused retry costs nothing.
-        let next = |cost: bool| {
+        let mut next = |cost: bool| {
             if retries_left == 0 {
                 return None;
             }
             let now = clock.monotonic();
-            let next = service.pick_at(&set, hash, tried.as_slice(), now).ok()?;
+            let next = service
+                .pick_planned(&set, plan.as_mut(), hash, tried.as_slice(), now)
+                .ok()?;
             (!cost || service.retry_budget.withdraw()).then_some((next, now))
         };
         match outcome {

@@ -30,6 +30,7 @@ use crate::auth::{AuthError, AuthMiddleware, AuthMode, RouteAuth, Verified};
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::Snapshot;
 use crate::error::{Blame, Error, error_response};
+use crate::geo::{ChosenRegion, GeoHints};
 use crate::ratelimit::{KeyInputs, RateLimitStatus, SharedRule};
 use crate::router::{Lookup, normalize_path_with};
 
@@ -206,6 +207,25 @@ async fn proxy(
         req.version() == Version::HTTP_11 && h::is_websocket_upgrade(req.method(), req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let version = req.version();
+    let peer_trusted = snap.trusted_proxies.contains(conn.peer_ip);
+    // Geo: where the client is (the trusted region header, the operator's
+    // networks, GeoIP, the default) and the region its session sticks to;
+    // the dispatcher chooses the region per service with these.
+    let sticky = match &snap.geo {
+        Some(geo) => {
+            let hints = GeoHints {
+                client: geo.locate(client_ip, req.headers(), peer_trusted).region,
+                sticky: geo.sticky_region(req.headers()),
+            };
+            if let Some(h) = geo.region_header().filter(|_| !peer_trusted) {
+                // A client's own claim of where it is: never passed on.
+                req.headers_mut().remove(h);
+            }
+            req.extensions_mut().insert(hints);
+            Some((geo, hints.sticky))
+        }
+        None => None,
+    };
     let (mut parts, body) = req.into_parts();
     if let Some(h) = hash {
         parts.extensions.insert(RequestHash(h));
@@ -229,7 +249,6 @@ async fn proxy(
     };
 
     let hdrs = &mut parts.headers;
-    let peer_trusted = snap.trusted_proxies.contains(conn.peer_ip);
     h::strip_hop_by_hop(hdrs, upgrade);
     let ids = &snap.identity_headers;
     h::strip_spoofable(hdrs, peer_trusted, [&ids.user, &ids.roles]);
@@ -274,6 +293,13 @@ async fn proxy(
         RequestBody::streaming(body, limit, snap.client_body_timeout),
     );
     let mut resp = snap.dispatcher.dispatch(ctx, upstream_req).await?;
+    if let Some((geo, asked)) = sticky
+        && let Some(chosen) = resp.extensions().get::<ChosenRegion>()
+        && asked != Some(chosen.region)
+        && let Some(cookie) = geo.sticky_cookie(chosen.region)
+    {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
 
     if let Some(on_client) = client_upgrade
         && resp.status() == StatusCode::SWITCHING_PROTOCOLS

@@ -205,6 +205,20 @@ pub struct RoutePolicy {
     /// service so the pipeline can compute it while the path parameters
     /// are at hand.
     pub hash_key: Option<crate::upstream::HashKey>,
+    /// Geo routing for this route (`[geo]` configured): choose, pin, or off.
+    pub geo: RouteGeo,
+}
+
+/// How a route uses geo routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteGeo {
+    /// The nearest usable region (the default).
+    #[default]
+    Nearest,
+    /// Always this region (`region = "eu-west"`).
+    Pinned(crate::geo::RegionId),
+    /// Every endpoint of the service, whatever its region (`geo = false`).
+    Off,
 }
 
 impl Default for RoutePolicy {
@@ -223,6 +237,7 @@ impl Default for RoutePolicy {
             name: std::sync::Arc::from(""),
             retry: crate::dispatch::retry::RetryPolicy::default(),
             hash_key: None,
+            geo: RouteGeo::Nearest,
         }
     }
 }

@@ -23,9 +23,10 @@ pub use pool::{PoolConfig, UpstreamProtocol};
 
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::geo::{GeoHints, GeoRoutingPolicy, Reason, RegionId};
 use crate::health::outlier::{OutlierDetection, OutlierState};
 use crate::health::{HealthChecker, HealthRecord, HealthState};
-use crate::router::ServiceTarget;
+use crate::router::{RouteGeo, ServiceTarget};
 
 /// How the `Host` header is set on requests to a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,14 +182,103 @@ pub struct EndpointSet {
     /// The endpoints, in config (or discovery) order.
     pub endpoints: Vec<Arc<Endpoint>>,
     balancer: Balancer,
+    /// With geo routing: the endpoints by region, each with a balancer of
+    /// its own (so consistent hashing stays stable within a region).
+    pub(crate) groups: Vec<RegionGroup>,
+    /// The group of each endpoint (`NO_GROUP` without geo routing).
+    group_of: Vec<u8>,
+}
+
+const NO_GROUP: u8 = u8::MAX;
+
+/// The endpoints of one region.
+#[derive(Debug)]
+pub(crate) struct RegionGroup {
+    /// `None`: endpoints without a region (or one the policy does not know).
+    pub(crate) region: Option<RegionId>,
+    endpoints: Vec<Arc<Endpoint>>,
+    /// Index in the whole set of each of `endpoints`.
+    global: Vec<usize>,
+    balancer: Balancer,
+    /// Mean probe RTT of the serving endpoints, µs; recomputed at most
+    /// every `MEASURE_EVERY_MS` by the request that finds it stale.
+    measured_us: AtomicU64,
+    measured_at_ms: AtomicU64,
+}
+
+const MEASURE_EVERY_MS: u64 = 100;
+
+impl RegionGroup {
+    /// The region's measured round trip, ms (0 until a probe passed).
+    pub(crate) fn measured_ms(&self, now_ms: u64) -> u32 {
+        let at = self.measured_at_ms.load(Ordering::Relaxed);
+        if at == u64::MAX || now_ms.saturating_sub(at) >= MEASURE_EVERY_MS {
+            self.measured_at_ms.store(now_ms, Ordering::Relaxed);
+            let (sum, n) = self
+                .endpoints
+                .iter()
+                .filter(|e| e.serves(now_ms))
+                .filter_map(|e| e.probe_latency())
+                .fold((0u64, 0u64), |(s, n), d| (s + d.as_micros() as u64, n + 1));
+            let mean = if n == 0 { 0 } else { sum / n };
+            self.measured_us.store(mean, Ordering::Relaxed);
+        }
+        let us = self.measured_us.load(Ordering::Relaxed);
+        u32::try_from(us.div_ceil(1000)).unwrap_or(u32::MAX)
+    }
 }
 
 impl EndpointSet {
-    fn new(policy: BalancePolicy, endpoints: Vec<Arc<Endpoint>>) -> Self {
+    fn new(
+        policy: BalancePolicy,
+        endpoints: Vec<Arc<Endpoint>>,
+        geo: Option<&GeoRoutingPolicy>,
+    ) -> Self {
         let balancer = Balancer::new(policy, &endpoints);
+        let mut groups: Vec<RegionGroup> = Vec::new();
+        let mut group_of = vec![NO_GROUP; endpoints.len()];
+        if let Some(geo) = geo {
+            let mut members: Vec<(Option<RegionId>, Vec<usize>)> = Vec::new();
+            for (i, e) in endpoints.iter().enumerate() {
+                let r = e.region.as_deref().and_then(|n| geo.id(n));
+                match members.iter().position(|(g, _)| *g == r) {
+                    Some(g) => members[g].1.push(i),
+                    None if members.len() < crate::geo::MAX_SERVICE_REGIONS => {
+                        members.push((r, vec![i]))
+                    }
+                    // Config refuses this; discovery gives one region.
+                    None => {}
+                }
+            }
+            for (g, (region, global)) in members.into_iter().enumerate() {
+                let eps: Vec<Arc<Endpoint>> =
+                    global.iter().map(|&i| Arc::clone(&endpoints[i])).collect();
+                for &i in &global {
+                    group_of[i] = g as u8;
+                }
+                groups.push(RegionGroup {
+                    region,
+                    balancer: Balancer::new(policy, &eps),
+                    endpoints: eps,
+                    global,
+                    measured_us: AtomicU64::new(0),
+                    measured_at_ms: AtomicU64::new(u64::MAX),
+                });
+            }
+        }
         EndpointSet {
             endpoints,
             balancer,
+            groups,
+            group_of,
+        }
+    }
+
+    /// The region of endpoint `i`, with geo routing.
+    pub(crate) fn region_of(&self, i: usize) -> Option<RegionId> {
+        match self.group_of.get(i) {
+            Some(&g) if g != NO_GROUP => self.groups[usize::from(g)].region,
+            _ => None,
         }
     }
 }
@@ -355,6 +445,108 @@ pub struct Service {
     eject_lock: std::sync::Mutex<()>,
     /// Requests are being panic-routed (logged once when it starts and ends).
     panicking: std::sync::atomic::AtomicBool,
+    /// Geo routing state, when `[geo]` is configured.
+    pub(crate) geo: Option<ServiceGeo>,
+}
+
+/// A service's geo-routing state.
+#[derive(Debug)]
+pub(crate) struct ServiceGeo {
+    pub(crate) policy: Arc<GeoRoutingPolicy>,
+    /// Per client region (the last slot: clients with none): the region
+    /// its requests went to last, as id + 1 (0: none yet). Hysteresis
+    /// keeps it.
+    current: Box<[std::sync::atomic::AtomicU16]>,
+    /// Per region: when it became usable (ms on the service clock; 0:
+    /// since the start), `DOWN` while it is not.
+    since: Box<[AtomicU64]>,
+}
+
+const DOWN: u64 = u64::MAX;
+
+impl ServiceGeo {
+    fn new(policy: Arc<GeoRoutingPolicy>) -> Self {
+        let n = policy.regions().len();
+        ServiceGeo {
+            current: (0..=n)
+                .map(|_| std::sync::atomic::AtomicU16::new(0))
+                .collect(),
+            since: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            policy,
+        }
+    }
+
+    /// The region a client region's requests went to last.
+    pub(crate) fn current(&self, client: Option<RegionId>) -> Option<RegionId> {
+        let slot = client.map_or(self.current.len() - 1, |c| usize::from(c.0));
+        match self.current.get(slot)?.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some(RegionId(v - 1)),
+        }
+    }
+
+    /// Whether a region is up and has been for `failback`.
+    pub(crate) fn settled(&self, r: RegionId, now_ms: u64) -> bool {
+        let since = self.since[usize::from(r.0)].load(Ordering::Relaxed);
+        since != DOWN
+            && (since == 0
+                || now_ms.saturating_sub(since) >= self.policy.failback.as_millis() as u64)
+    }
+
+    /// Note what a request saw of a region: the recovery clock starts at
+    /// the first request that finds it usable again.
+    fn observe(&self, r: RegionId, usable: bool, now_ms: u64) {
+        let since = &self.since[usize::from(r.0)];
+        if !usable {
+            if since.load(Ordering::Relaxed) != DOWN {
+                since.store(DOWN, Ordering::Relaxed);
+            }
+        } else if since.load(Ordering::Relaxed) == DOWN {
+            let _ =
+                since.compare_exchange(DOWN, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One service's regions as geo routing sees them now (admin API).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GeoServiceStatus {
+    /// The service.
+    pub service: String,
+    /// Its regions.
+    pub regions: Vec<GeoRegionStatus>,
+    /// Per client region: the region its requests went to last.
+    pub current: std::collections::BTreeMap<String, String>,
+}
+
+/// One region of a service (admin API).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GeoRegionStatus {
+    /// The region (`null`: endpoints without a known region).
+    pub region: Option<String>,
+    /// Its endpoints.
+    pub endpoints: usize,
+    /// Endpoints passing their checks and not ejected.
+    pub serving: usize,
+    /// Up and not recovering.
+    pub settled: bool,
+    /// Mean probe RTT of its serving endpoints, ms.
+    pub measured_ms: u32,
+    /// Expected latency from each client region: configured + measured.
+    pub expected_ms: std::collections::BTreeMap<String, u32>,
+}
+
+/// Where one request may go, region by region: the chosen region first,
+/// then the others a retry or a full region fails over to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RegionPlan {
+    order: [u8; crate::geo::MAX_SERVICE_REGIONS],
+    len: u8,
+    pos: u8,
+    /// Only the first region may be used (a pinned route).
+    pinned: bool,
+    /// Why the region in use now was chosen.
+    pub(crate) reason: Reason,
 }
 
 impl std::fmt::Debug for Service {
@@ -384,7 +576,7 @@ impl Service {
             target,
             protocol,
             host,
-            set: ArcSwap::from_pointee(EndpointSet::new(policy.balance, endpoints)),
+            set: ArcSwap::from_pointee(EndpointSet::new(policy.balance, endpoints, None)),
             policy,
             retry_budget: RetryBudget::default(),
             health_check: None,
@@ -395,15 +587,84 @@ impl Service {
             generation: tokio::sync::watch::Sender::new(0),
             eject_lock: std::sync::Mutex::new(()),
             panicking: std::sync::atomic::AtomicBool::new(false),
+            geo: None,
         }
+    }
+
+    fn build_set(&self, endpoints: Vec<Arc<Endpoint>>) -> EndpointSet {
+        EndpointSet::new(
+            self.policy.balance,
+            endpoints,
+            self.geo.as_ref().map(|g| &*g.policy),
+        )
     }
 
     /// The same service with these policies.
     pub fn with_policy(mut self, policy: ServicePolicy) -> Self {
-        let endpoints = self.set.load().endpoints.clone();
-        self.set = ArcSwap::from_pointee(EndpointSet::new(policy.balance, endpoints));
         self.policy = policy;
+        let endpoints = self.set.load().endpoints.clone();
+        self.set = ArcSwap::from_pointee(self.build_set(endpoints));
         self
+    }
+
+    /// The same service, its requests routed to regions by `policy`.
+    pub fn with_geo(mut self, policy: Arc<GeoRoutingPolicy>) -> Self {
+        self.geo = Some(ServiceGeo::new(policy));
+        let endpoints = self.set.load().endpoints.clone();
+        self.set = ArcSwap::from_pointee(self.build_set(endpoints));
+        self
+    }
+
+    /// Geo routing's view of the service, when it uses geo routing.
+    pub fn geo_status(&self) -> Option<GeoServiceStatus> {
+        let geo = self.geo.as_ref()?;
+        let p = &geo.policy;
+        let now_ms = self.now_ms();
+        let set = self.set.load();
+        let clients: Vec<RegionId> = (0..p.regions().len() as u16).map(RegionId).collect();
+        let regions = set
+            .groups
+            .iter()
+            .map(|g| {
+                let measured_ms = g.measured_ms(now_ms);
+                GeoRegionStatus {
+                    region: g.region.map(|r| p.name(r).to_string()),
+                    endpoints: g.endpoints.len(),
+                    serving: g.endpoints.iter().filter(|e| e.serves(now_ms)).count(),
+                    settled: g.region.is_none_or(|r| geo.settled(r, now_ms)),
+                    measured_ms,
+                    expected_ms: match g.region {
+                        Some(r) => clients
+                            .iter()
+                            .map(|&c| {
+                                let ms = p
+                                    .expected_latency_ms(Some(c), r)
+                                    .saturating_add(measured_ms);
+                                (p.name(c).to_string(), ms)
+                            })
+                            .collect(),
+                        None => Default::default(),
+                    },
+                }
+            })
+            .collect();
+        let current = clients
+            .iter()
+            .filter_map(|&c| {
+                let r = geo.current(Some(c))?;
+                Some((p.name(c).to_string(), p.name(r).to_string()))
+            })
+            .collect();
+        Some(GeoServiceStatus {
+            service: self.target.to_string(),
+            regions,
+            current,
+        })
+    }
+
+    /// The geo-routing policy, when the service uses one.
+    pub fn geo_policy(&self) -> Option<&Arc<GeoRoutingPolicy>> {
+        self.geo.as_ref().map(|g| &g.policy)
     }
 
     /// The same service with this retry budget.
@@ -515,8 +776,7 @@ impl Service {
             return;
         }
         tracing::info!(service = %self.target, endpoints = next.len(), "endpoint set changed");
-        self.set
-            .store(Arc::new(EndpointSet::new(self.policy.balance, next)));
+        self.set.store(Arc::new(self.build_set(next)));
         self.generation.send_modify(|g| *g += 1);
     }
 
@@ -535,6 +795,174 @@ impl Service {
         tried: &[usize],
     ) -> Result<usize, Error> {
         self.pick_at(set, hash, tried, self.clock.monotonic())
+    }
+
+    /// The regions one request may use, in order, or `None` when geo
+    /// routing does not apply (no `[geo]`, the route turned it off, or no
+    /// endpoint has a region the policy knows).
+    pub(crate) fn plan(
+        &self,
+        set: &EndpointSet,
+        hints: GeoHints,
+        route: RouteGeo,
+        now: Duration,
+    ) -> Result<Option<RegionPlan>, Error> {
+        let Some(geo) = &self.geo else {
+            return Ok(None);
+        };
+        if set.groups.iter().all(|g| g.region.is_none()) {
+            return Ok(None);
+        }
+        let mut plan = RegionPlan {
+            order: [0; crate::geo::MAX_SERVICE_REGIONS],
+            len: 0,
+            pos: 0,
+            pinned: false,
+            reason: Reason::Nearest,
+        };
+        match route {
+            RouteGeo::Off => return Ok(None),
+            RouteGeo::Pinned(r) => {
+                let g = set
+                    .groups
+                    .iter()
+                    .position(|g| g.region == Some(r))
+                    .ok_or(Error::NoEndpoint)?;
+                plan.order[0] = g as u8;
+                plan.len = 1;
+                plan.pinned = true;
+                plan.reason = Reason::Pinned;
+                return Ok(Some(plan));
+            }
+            RouteGeo::Nearest => {}
+        }
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        let max = self.policy.max_requests_per_endpoint;
+        let mut cands = [crate::geo::Candidate {
+            cost_ms: 0,
+            usable: false,
+            settled: false,
+        }; crate::geo::MAX_SERVICE_REGIONS];
+        let mut current = None;
+        let was = geo.current(hints.client);
+        for (i, g) in set.groups.iter().enumerate() {
+            let usable = g
+                .endpoints
+                .iter()
+                .any(|e| e.serves(now_ms) && e.requests_in_flight() < max);
+            let c = &mut cands[i];
+            c.usable = usable;
+            match g.region {
+                Some(r) => {
+                    geo.observe(r, usable, now_ms);
+                    c.settled = usable && geo.settled(r, now_ms);
+                    c.cost_ms = geo
+                        .policy
+                        .expected_latency_ms(hints.client, r)
+                        .saturating_add(g.measured_ms(now_ms));
+                    if was == Some(r) {
+                        current = Some(i);
+                    }
+                }
+                None => {
+                    c.settled = usable;
+                    c.cost_ms = geo.policy.unknown_latency_ms;
+                }
+            }
+        }
+        let cands = &cands[..set.groups.len()];
+        let sticky = hints
+            .sticky
+            .and_then(|r| set.groups.iter().position(|g| g.region == Some(r)))
+            .filter(|&i| cands[i].usable);
+        let first = match sticky {
+            Some(i) => Some((i, Reason::Sticky)),
+            None => crate::geo::choose::choose(cands, current, geo.policy.hysteresis_ms),
+        };
+        let Some((first, reason)) = first else {
+            plan.reason = Reason::NoHealthyRegion;
+            return Ok(Some(plan));
+        };
+        if sticky.is_none()
+            && let Some(r) = set.groups[first].region
+            && was != Some(r)
+        {
+            let slot = hints
+                .client
+                .map_or(geo.current.len() - 1, |c| usize::from(c.0));
+            geo.current[slot].store(r.0 + 1, Ordering::Relaxed);
+        }
+        plan.order[0] = first as u8;
+        let rest = crate::geo::choose::fallback_order(cands, first, &mut plan.order[1..]);
+        plan.len = 1 + rest as u8;
+        plan.reason = reason;
+        Ok(Some(plan))
+    }
+
+    /// Choose an endpoint following `plan` (region by region), or over the
+    /// whole set without one. When no planned region has a usable endpoint
+    /// the whole set is tried, under the service's `all_unhealthy` rule
+    /// (a pinned route stays in its region).
+    ///
+    /// # Errors
+    /// As [`Service::pick_at`].
+    pub(crate) fn pick_planned(
+        &self,
+        set: &EndpointSet,
+        plan: Option<&mut RegionPlan>,
+        hash: Option<u64>,
+        tried: &[usize],
+        now: Duration,
+    ) -> Result<usize, Error> {
+        let Some(plan) = plan else {
+            return self.pick_at(set, hash, tried, now);
+        };
+        let eps = &set.endpoints;
+        let max = self.policy.max_requests_per_endpoint;
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        let open = |i: usize| !tried.contains(&i);
+        let room = |i: usize| eps[i].requests_in_flight() < max;
+        let usable = |i: usize| open(i) && eps[i].serves(now_ms) && room(i);
+        while plan.pos < plan.len {
+            let g = &set.groups[usize::from(plan.order[usize::from(plan.pos)])];
+            let in_group = |j: usize| usable(g.global[j]);
+            let found = if tried.is_empty() || hash.is_some() {
+                g.balancer.pick(&g.endpoints, hash, in_group, now)
+            } else {
+                random_scan(g.endpoints.len(), in_group)
+            };
+            if let Some(j) = found {
+                return Ok(g.global[j]);
+            }
+            if plan.pinned {
+                break;
+            }
+            plan.pos += 1;
+            plan.reason = Reason::Failover;
+        }
+        if plan.pinned {
+            // Pinned: the service's rules for a service down to this region.
+            let g = &set.groups[usize::from(plan.order[0])];
+            let members = || g.global.iter().copied();
+            if !members().any(open) {
+                return Err(Error::NoEndpoint);
+            }
+            if members().any(|i| open(i) && eps[i].serves(now_ms)) {
+                return Err(Error::CircuitOpen);
+            }
+            return match self.policy.all_unhealthy {
+                AllUnhealthy::Fail => Err(Error::NoHealthyEndpoint),
+                AllUnhealthy::RouteToAll => {
+                    random_scan(g.global.len(), |j| open(g.global[j]) && room(g.global[j]))
+                        .map(|j| g.global[j])
+                        .ok_or(Error::CircuitOpen)
+                }
+            };
+        }
+        if !(0..eps.len()).any(|i| eps[i].serves(now_ms)) {
+            plan.reason = Reason::NoHealthyRegion;
+        }
+        self.pick_at(set, hash, tried, now)
     }
 
     /// [`Service::pick`] at `now` (the caller's clock reading, reused for

@@ -1,0 +1,299 @@
+//! `[geo]`: from the file's rules and table to a [`GeoRoutingPolicy`].
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::file::{FileConfig, GeoFile, RouteFile};
+use super::validate::{ConfigError, Ctx};
+use crate::geo::{GeoBuilder, GeoError, GeoRoutingPolicy, RegionId, Sticky};
+use crate::router::RouteGeo;
+
+/// Every region an endpoint of some service is in (service regions).
+fn endpoint_regions(raw: &FileConfig) -> Vec<&Spanned<String>> {
+    let mut out = Vec::new();
+    for svc in &raw.services {
+        out.extend(svc.endpoints.iter().filter_map(|e| e.region.as_ref()));
+        if let Some(d) = svc
+            .discovery
+            .as_ref()
+            .and_then(|d| d.get_ref().region.as_ref())
+        {
+            out.push(d);
+        }
+    }
+    out
+}
+
+/// Build the policy.
+pub(super) fn build(
+    cx: &Ctx<'_>,
+    raw: &FileConfig,
+    geo: &Spanned<GeoFile>,
+    warnings: &mut Vec<String>,
+) -> Result<GeoRoutingPolicy, ConfigError> {
+    let g = geo.get_ref();
+    let mut b = GeoRoutingPolicy::builder();
+    let bad = |s: &Spanned<String>, field: String, e: GeoError| cx.spanned(s, field, e.to_string());
+
+    // Regions requests can be sent to, and the regions the table names:
+    // together the names a rule may use (a typo in a rule is an error, not
+    // a silent fallback to the default).
+    let mut service_regions = BTreeSet::new();
+    for (i, r) in endpoint_regions(raw).into_iter().enumerate() {
+        b.region(r.get_ref())
+            .map_err(|e| bad(r, format!("services: endpoint region #{i}"), e))?;
+        service_regions.insert(r.get_ref().as_str());
+    }
+    let mut known: BTreeSet<&str> = service_regions.clone();
+    for (client, row) in &g.latency_ms {
+        known.insert(client);
+        for (service, ms) in row.get_ref() {
+            let field = format!("geo.latency_ms.{client}.{service}");
+            b.latency(client, service, *ms.get_ref())
+                .map_err(|e| cx.spanned(ms, field.clone(), e.to_string()))?;
+            known.insert(service);
+            if !service_regions.contains(service.as_str()) {
+                warnings.push(format!(
+                    "{field}: no service has endpoints in region {service:?}"
+                ));
+            }
+        }
+    }
+    for (service, ms) in &g.default_latency_ms {
+        let field = format!("geo.default_latency_ms.{service}");
+        b.region(service)
+            .map_err(|e| cx.spanned(ms, field.clone(), e.to_string()))?;
+        b.default_latency(service, *ms.get_ref());
+        known.insert(service);
+    }
+    let known_list = || known.iter().copied().collect::<Vec<_>>().join(", ");
+    let rule_region = |b: &mut GeoBuilder, r: &Spanned<String>, field: String| {
+        if !known.contains(r.get_ref().as_str()) {
+            return Err(cx.spanned(
+                r,
+                field,
+                format!(
+                    "unknown region {:?}: not an endpoint region nor in [geo.latency_ms] (known: {})",
+                    r.get_ref(),
+                    known_list()
+                ),
+            ));
+        }
+        b.region(r.get_ref()).map_err(|e| bad(r, field, e))
+    };
+
+    if let Some(d) = &g.default_region {
+        rule_region(&mut b, d, "geo.default_region".into())?;
+        b.default_region(d.get_ref())
+            .map_err(|e| bad(d, "geo.default_region".into(), e))?;
+    }
+    for (i, n) in g.networks.iter().enumerate() {
+        let net = super::validate::parse_cidr(n.cidr.get_ref()).ok_or_else(|| {
+            cx.spanned(
+                &n.cidr,
+                format!("geo.networks[{i}].cidr"),
+                format!("{:?} is not a CIDR or IP address", n.cidr.get_ref()),
+            )
+        })?;
+        rule_region(&mut b, &n.region, format!("geo.networks[{i}].region"))?;
+        b.network(net, n.region.get_ref())
+            .map_err(|e| bad(&n.region, format!("geo.networks[{i}].region"), e))?;
+    }
+    for (i, c) in g.countries.iter().enumerate() {
+        rule_region(&mut b, &c.region, format!("geo.countries[{i}].region"))?;
+        b.country(c.country.get_ref(), c.region.get_ref())
+            .map_err(|_| {
+                cx.spanned(
+                    &c.country,
+                    format!("geo.countries[{i}].country"),
+                    format!(
+                        "{:?} is not an ISO 3166-1 alpha-2 country code (e.g. \"DE\")",
+                        c.country.get_ref()
+                    ),
+                )
+            })?;
+    }
+    for (i, c) in g.continents.iter().enumerate() {
+        rule_region(&mut b, &c.region, format!("geo.continents[{i}].region"))?;
+        let ok = matches!(
+            c.continent.get_ref().to_ascii_uppercase().as_str(),
+            "AF" | "AN" | "AS" | "EU" | "NA" | "OC" | "SA"
+        );
+        if !ok {
+            return Err(cx.spanned(
+                &c.continent,
+                format!("geo.continents[{i}].continent"),
+                format!(
+                    "{:?} is not a continent code (AF, AN, AS, EU, NA, OC, SA)",
+                    c.continent.get_ref()
+                ),
+            ));
+        }
+        b.continent(c.continent.get_ref(), c.region.get_ref())
+            .map_err(|e| bad(&c.region, format!("geo.continents[{i}].region"), e))?;
+    }
+    if let Some(h) = &g.region_header {
+        let name = http::HeaderName::from_bytes(h.get_ref().as_bytes())
+            .map_err(|_| cx.spanned(h, "geo.region_header", "not a valid header name"))?;
+        if raw.server.trusted_proxies.is_empty() {
+            warnings.push(format!(
+                "geo.region_header {:?} is believed only from [server] trusted_proxies, and there are none",
+                h.get_ref()
+            ));
+        }
+        b.region_header(name);
+    }
+    if let Some(m) = &g.mmdb {
+        let path = cx.file.parent().unwrap_or(Path::new(".")).join(m.get_ref());
+        let reader = maxminddb::Reader::open_readfile(&path).map_err(|e| {
+            cx.spanned(
+                m,
+                "geo.mmdb",
+                format!("cannot read {} as a MaxMind database: {e}", path.display()),
+            )
+        })?;
+        let kind = reader.metadata().database_type.clone();
+        if !["Country", "City", "Enterprise"]
+            .iter()
+            .any(|k| kind.contains(k))
+        {
+            warnings.push(format!(
+                "geo.mmdb: database type {kind:?} may have no country or continent data"
+            ));
+        }
+        if g.countries.is_empty() && g.continents.is_empty() {
+            warnings.push(
+                "geo.mmdb is set but there are no [[geo.countries]] or [[geo.continents]] rules: it places no client".into(),
+            );
+        }
+        b.mmdb(reader);
+    }
+    if let Some(ms) = &g.unknown_latency_ms {
+        b.unknown_latency_ms(*ms.get_ref());
+    }
+    if let Some(ms) = &g.hysteresis_ms {
+        b.hysteresis_ms(*ms.get_ref());
+    }
+    if let Some(s) = &g.failback_seconds {
+        if *s.get_ref() > 86_400 {
+            return Err(cx.spanned(s, "geo.failback_seconds", "must be at most 86400 (a day)"));
+        }
+        b.failback(Duration::from_secs(*s.get_ref()));
+    }
+    if let Some(n) = &g.cache_entries {
+        if !(1..=1 << 24).contains(n.get_ref()) {
+            return Err(cx.spanned(n, "geo.cache_entries", "must be between 1 and 16777216"));
+        }
+        b.cache_entries(*n.get_ref());
+    }
+    b.sticky(sticky(cx, g)?);
+    if g.latency_ms.is_empty() && g.default_latency_ms.is_empty() {
+        warnings.push(
+            "[geo] has no latency_ms table: only same-region endpoints count as near (others cost unknown_latency_ms)".into(),
+        );
+    }
+    Ok(b.build())
+}
+
+fn sticky(cx: &Ctx<'_>, g: &GeoFile) -> Result<Sticky, ConfigError> {
+    let mode = g.sticky.as_ref().map_or("off", |s| s.get_ref().as_str());
+    let name = g.sticky_name.as_ref();
+    let named = |default: &str| name.map_or(default.to_owned(), |n| n.get_ref().clone());
+    let bad_name = |what: &str| {
+        let n = name.expect("only a configured name can be bad");
+        cx.spanned(n, "geo.sticky_name", format!("not a valid {what} name"))
+    };
+    match mode {
+        "off" => Ok(Sticky::Off),
+        "cookie" => {
+            let n = named("aether-region");
+            let ok = !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !ok {
+                return Err(bad_name("cookie"));
+            }
+            Ok(Sticky::Cookie(n))
+        }
+        "header" => http::HeaderName::from_bytes(named("x-aether-sticky-region").as_bytes())
+            .map(Sticky::Header)
+            .map_err(|_| bad_name("header")),
+        other => Err(cx.spanned(
+            g.sticky.as_ref().expect("a mode other than off was given"),
+            "geo.sticky",
+            format!("unknown sticky mode {other:?} (one of \"off\", \"cookie\", \"header\")"),
+        )),
+    }
+}
+
+/// A route's geo setting: `region = "..."` pins, `geo = false` turns it off.
+pub(super) fn route_geo(
+    cx: &Ctx<'_>,
+    i: usize,
+    r: &RouteFile,
+    geo: Option<&Arc<GeoRoutingPolicy>>,
+    service_regions: &[String],
+) -> Result<RouteGeo, ConfigError> {
+    let field = |f: &str| format!("routes[{i}].{f}");
+    let Some(geo) = geo else {
+        if let Some(x) = &r.region {
+            return Err(cx.spanned(x, field("region"), "needs a [geo] section"));
+        }
+        if let Some(x) = &r.geo {
+            return Err(cx.spanned(x, field("geo"), "needs a [geo] section"));
+        }
+        return Ok(RouteGeo::Nearest);
+    };
+    match (&r.region, &r.geo) {
+        (Some(x), Some(g)) if !*g.get_ref() => Err(cx.spanned(
+            x,
+            field("region"),
+            "a route cannot pin a region with geo = false",
+        )),
+        (Some(x), _) => {
+            let id: Option<RegionId> = geo.id(x.get_ref());
+            match id {
+                Some(id) if service_regions.iter().any(|s| s == x.get_ref()) => {
+                    Ok(RouteGeo::Pinned(id))
+                }
+                _ => Err(cx.spanned(
+                    x,
+                    field("region"),
+                    format!(
+                        "the route's service has no endpoints in region {:?} (its regions: {})",
+                        x.get_ref(),
+                        service_regions.join(", ")
+                    ),
+                )),
+            }
+        }
+        (None, Some(g)) if !*g.get_ref() => Ok(RouteGeo::Off),
+        (None, _) => Ok(RouteGeo::Nearest),
+    }
+}
+
+/// The regions of one service's endpoints (and its discovery), in order.
+pub(super) fn service_regions(raw: &FileConfig, service: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for svc in raw.services.iter().filter(|s| s.name.get_ref() == service) {
+        let d = svc
+            .discovery
+            .as_ref()
+            .and_then(|d| d.get_ref().region.as_ref());
+        for r in svc
+            .endpoints
+            .iter()
+            .filter_map(|e| e.region.as_ref())
+            .chain(d)
+        {
+            if !out.contains(r.get_ref()) {
+                out.push(r.get_ref().clone());
+            }
+        }
+    }
+    out
+}

@@ -123,7 +123,7 @@ pub fn config_text(
     secret_file: &Path,
 ) -> String {
     let mut t = format!(
-        "# Built-in demo configuration.\n[server]\nlisten = \"{listen}\"\nmax_connections = 10000\n\n[admin]\nlisten = \"{admin}\"\n\n[auth]\nissuer = \"{DEMO_ISSUER}\"\naudiences = [\"aether-api\"]\nrequired_claims = [\"sub\", \"role\"]\nalgorithms = [\"HS256\"]\n[[auth.keys]]\nalgorithm = \"HS256\"\nsecret_file = {:?}\n",
+        "# Built-in demo configuration.\n[server]\nlisten = \"{listen}\"\nmax_connections = 10000\n# Demo only: curl on this machine plays a trusted proxy, so X-Forwarded-For\n# and x-aether-region from it place the client (see [geo]).\ntrusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]\n\n[admin]\nlisten = \"{admin}\"\n\n[auth]\nissuer = \"{DEMO_ISSUER}\"\naudiences = [\"aether-api\"]\nrequired_claims = [\"sub\", \"role\"]\nalgorithms = [\"HS256\"]\n[[auth.keys]]\nalgorithm = \"HS256\"\nsecret_file = {:?}\n",
         secret_file.display().to_string()
     );
     for service in ["world-service", "asset-service"] {
@@ -168,6 +168,19 @@ path = "/api/v1/assets/{*path}"
 service = "asset-service"
 strip_prefix = "/api/v1"
 auth = "public"
+
+[geo]
+default_region = "us-east"
+region_header = "x-aether-region"
+[[geo.networks]]
+cidr = "198.51.100.0/24"
+region = "eu-west"
+[[geo.countries]]
+country = "DE"
+region = "eu-west"
+[geo.latency_ms]
+us-east = { us-east = 10, eu-west = 80 }
+eu-west = { us-east = 80, eu-west = 10 }
 "#,
     );
     t
@@ -275,7 +288,7 @@ pub fn banner(
         ));
     }
     s.push_str(&format!(
-        "\nTry:\n  curl -i http://{gateway}/api/v1/worlds/1\n  curl -i http://{gateway}/api/v1/worlds/1   # round robin: the other region answers\n  curl -i http://{gateway}/api/v1/assets/avatars/robot.glb   # prefix stripped upstream\n  curl -i -X DELETE http://{gateway}/api/v1/worlds/1   # 405 with Allow\n  curl -i http://{gateway}/nope                        # 404 JSON error\n\nAuth (JWT, HS256 with a secret made at start; tokens valid 24 h):\n  PLAYER={player}\n  CREATOR={creator}\n  curl -i http://{gateway}/api/v1/me                   # 401 with WWW-Authenticate\n  curl -i -H \"Authorization: Bearer $PLAYER\" http://{gateway}/api/v1/me   # x-aether-user reaches the upstream\n  curl -i -X POST -H \"Authorization: Bearer $PLAYER\" http://{gateway}/api/v1/worlds    # 403: needs role creator\n  curl -i -X POST -d '{{\"name\":\"lobby\"}}' -H \"Authorization: Bearer $CREATOR\" http://{gateway}/api/v1/worlds   # 200\n",
+        "\nTry:\n  curl -i http://{gateway}/api/v1/worlds/1\n  curl -i -H 'x-forwarded-for: 198.51.100.7' http://{gateway}/api/v1/worlds/1   # a client in eu-west: world-eu-west-1\n  curl -i -H 'x-aether-region: DE' http://{gateway}/api/v1/worlds/1   # a CDN's country header: eu-west\n  curl -i http://{gateway}/api/v1/assets/avatars/robot.glb   # prefix stripped upstream\n  curl -i -X DELETE http://{gateway}/api/v1/worlds/1   # 405 with Allow\n  curl -i http://{gateway}/nope                        # 404 JSON error\n\nAuth (JWT, HS256 with a secret made at start; tokens valid 24 h):\n  PLAYER={player}\n  CREATOR={creator}\n  curl -i http://{gateway}/api/v1/me                   # 401 with WWW-Authenticate\n  curl -i -H \"Authorization: Bearer $PLAYER\" http://{gateway}/api/v1/me   # x-aether-user reaches the upstream\n  curl -i -X POST -H \"Authorization: Bearer $PLAYER\" http://{gateway}/api/v1/worlds    # 403: needs role creator\n  curl -i -X POST -d '{{\"name\":\"lobby\"}}' -H \"Authorization: Bearer $CREATOR\" http://{gateway}/api/v1/worlds   # 200\n",
         player = tokens.player,
         creator = tokens.creator,
     ));

@@ -165,7 +165,17 @@ async fn demo_proxies_real_requests() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let first = http1(addr, get("/api/v1/worlds/1")).await;
-    let second = http1(addr, get("/api/v1/worlds/1")).await;
+    // Geo routing: a client of the demo's eu-west network.
+    let second = http1(
+        addr,
+        req(
+            "GET",
+            "/api/v1/worlds/1",
+            &[("x-forwarded-for", "198.51.100.7")],
+            "",
+        ),
+    )
+    .await;
     let anonymous = http1(addr, get("/api/v1/me")).await;
     let me = http1(
         addr,
@@ -208,13 +218,15 @@ async fn demo_proxies_real_requests() {
     assert_eq!(creator_post.json()["x_aether_roles"], "player,creator");
     assert_eq!(first.status, StatusCode::OK);
     assert_eq!(first.json()["service"], "world-service");
-    let regions = [
-        first.json()["region"].clone(),
-        second.json()["region"].clone(),
-    ];
-    assert!(
-        regions.contains(&"us-east".into()) && regions.contains(&"eu-west".into()),
-        "{regions:?}"
+    assert_eq!(first.json()["region"], "us-east");
+    assert_eq!(
+        first.header("x-aether-region"),
+        Some("us-east; reason=nearest")
+    );
+    assert_eq!(second.json()["region"], "eu-west");
+    assert_eq!(
+        second.header("x-aether-region"),
+        Some("eu-west; reason=nearest")
     );
 }
 

@@ -297,3 +297,194 @@ pub(super) fn service_regions(raw: &FileConfig, service: &str) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{ConfigError, parse};
+
+    const BASE: &str = r#"[server]
+trusted_proxies = ["10.0.0.0/8"]
+[[services]]
+name = "world-service"
+[[services.endpoints]]
+address = "127.0.0.1:9001"
+region = "us-east"
+[[services.endpoints]]
+address = "127.0.0.1:9002"
+region = "eu-west"
+[[routes]]
+method = "GET"
+path = "/a"
+service = "world-service"
+"#;
+
+    fn err(extra: &str) -> ConfigError {
+        parse(&format!("{BASE}{extra}"), Path::new("gw.toml")).expect_err("should be rejected")
+    }
+
+    /// (line, field) of the error for `extra` appended to BASE.
+    fn at(extra: &str) -> (usize, String, String) {
+        let e = err(extra);
+        (e.line - BASE.lines().count(), e.field, e.message)
+    }
+
+    #[test]
+    fn the_contract_without_mmdb_parses_and_builds_the_table() {
+        let cfg = parse(
+            &format!(
+                "{BASE}[geo]\ndefault_region = \"us-east\"\nregion_header = \"x-aether-region\"\n[[geo.networks]]\ncidr = \"198.51.100.0/24\"\nregion = \"eu-west\"\n[[geo.countries]]\ncountry = \"DE\"\nregion = \"eu-west\"\n[geo.latency_ms]\nus-east = {{ us-east = 10, eu-west = 80 }}\neu-west = {{ us-east = 80, eu-west = 10 }}\n"
+            ),
+            Path::new("gw.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.warnings, Vec::<String>::new());
+        let geo = cfg.snapshot.geo.expect("[geo] built");
+        let (us, eu) = (geo.id("us-east").unwrap(), geo.id("eu-west").unwrap());
+        assert_eq!(geo.expected_latency_ms(Some(eu), us), 80);
+        assert_eq!(geo.expected_latency_ms(Some(eu), eu), 10);
+        assert_eq!(geo.default_region(), Some(us));
+        let svc = cfg
+            .snapshot
+            .dispatcher
+            .service(&crate::router::ServiceTarget::WorldService)
+            .unwrap();
+        assert!(svc.geo_policy().is_some());
+    }
+
+    #[test]
+    fn geo_errors_name_line_and_field() {
+        let cases: &[(&str, usize, &str, &str)] = &[
+            (
+                "[geo]\ndefault_region = \"us-est\"\n",
+                2,
+                "geo.default_region",
+                "unknown region \"us-est\"",
+            ),
+            (
+                "[geo]\n[[geo.networks]]\ncidr = \"198.51.100.0/33\"\nregion = \"eu-west\"\n",
+                3,
+                "geo.networks[0].cidr",
+                "not a CIDR",
+            ),
+            (
+                "[geo]\n[[geo.countries]]\ncountry = \"DEU\"\nregion = \"eu-west\"\n",
+                3,
+                "geo.countries[0].country",
+                "ISO 3166-1 alpha-2",
+            ),
+            (
+                "[geo]\n[[geo.countries]]\ncountry = \"DE\"\nregion = \"eu-wset\"\n",
+                4,
+                "geo.countries[0].region",
+                "known: eu-west, us-east",
+            ),
+            (
+                "[geo]\n[[geo.continents]]\ncontinent = \"XX\"\nregion = \"eu-west\"\n",
+                3,
+                "geo.continents[0].continent",
+                "not a continent code",
+            ),
+            (
+                "[geo]\nmmdb = \"/nonexistent/x.mmdb\"\n",
+                2,
+                "geo.mmdb",
+                "cannot read /nonexistent/x.mmdb",
+            ),
+            (
+                "[geo]\nregion_header = \"bad header\"\n",
+                2,
+                "geo.region_header",
+                "not a valid header name",
+            ),
+            (
+                "[geo]\nsticky = \"url\"\n",
+                2,
+                "geo.sticky",
+                "unknown sticky mode",
+            ),
+            (
+                "[geo]\nsticky = \"cookie\"\nsticky_name = \"a;b\"\n",
+                3,
+                "geo.sticky_name",
+                "not a valid cookie name",
+            ),
+            (
+                "[geo]\nfailback_seconds = 100000\n",
+                2,
+                "geo.failback_seconds",
+                "at most 86400",
+            ),
+            (
+                "[geo]\ncache_entries = 0\n",
+                2,
+                "geo.cache_entries",
+                "between 1 and",
+            ),
+            (
+                "[geo]\nhysteresis = 5\n",
+                2,
+                "geo.hysteresis",
+                "unknown field `hysteresis`",
+            ),
+            (
+                "[geo.latency_ms]\n\"us east\" = { us-east = 1 }\n",
+                2,
+                "geo.latency_ms.us east.us-east",
+                "region name",
+            ),
+        ];
+        for (extra, line, field, message) in cases {
+            let (l, f, m) = at(extra);
+            assert_eq!((l, f.as_str()), (*line, *field), "{extra}: {m}");
+            assert!(m.contains(message), "{extra}: {m}");
+        }
+    }
+
+    #[test]
+    fn route_geo_settings_are_checked() {
+        let route = |extra: &str| {
+            format!(
+                "[[routes]]\nmethod = \"GET\"\npath = \"/b\"\nservice = \"world-service\"\n{extra}"
+            )
+        };
+        let (l, f, m) = at(&route("region = \"eu-west\"\n"));
+        assert_eq!((l, f.as_str()), (5, "routes[1].region"));
+        assert!(m.contains("needs a [geo] section"), "{m}");
+        let geo = "[geo]\n[geo.latency_ms]\nap-south = { us-east = 200 }\n";
+        let (l, f, m) = at(&format!("{}{geo}", route("region = \"ap-south\"\n")));
+        assert_eq!((l, f.as_str()), (5, "routes[1].region"));
+        assert!(
+            m.contains("no endpoints in region \"ap-south\" (its regions: us-east, eu-west)"),
+            "{m}"
+        );
+        let (_, f, m) = at(&format!(
+            "{}{geo}",
+            route("region = \"eu-west\"\ngeo = false\n")
+        ));
+        assert_eq!(f, "routes[1].region");
+        assert!(m.contains("geo = false"), "{m}");
+        let cfg = parse(
+            &format!("{BASE}{}{geo}", route("region = \"eu-west\"\n")),
+            Path::new("gw.toml"),
+        )
+        .unwrap();
+        // A latency column nobody serves is worth a warning, not an error.
+        assert_eq!(cfg.warnings.len(), 0, "{:?}", cfg.warnings);
+    }
+
+    #[test]
+    fn a_region_header_without_trusted_proxies_warns() {
+        let text = format!("{BASE}[geo]\nregion_header = \"cf-ipcountry\"\n")
+            .replace("trusted_proxies = [\"10.0.0.0/8\"]", "");
+        let cfg = parse(&text, Path::new("gw.toml")).unwrap();
+        assert!(
+            cfg.warnings
+                .iter()
+                .any(|w| w.contains("believed only from [server] trusted_proxies")),
+            "{:?}",
+            cfg.warnings
+        );
+    }
+}

@@ -899,6 +899,26 @@ impl Service {
         Ok(Some(plan))
     }
 
+    /// The region a request from `client` (with the session's `sticky`
+    /// region) would be sent to now, and why: what the dispatcher does
+    /// first for every request of a geo-routed service.
+    pub fn route_region(
+        &self,
+        client: Option<RegionId>,
+        sticky: Option<RegionId>,
+    ) -> Option<(RegionId, Reason)> {
+        let set = self.set.load();
+        let hints = GeoHints { client, sticky };
+        let plan = self
+            .plan(&set, hints, RouteGeo::Nearest, self.clock.monotonic())
+            .ok()??;
+        if plan.len == 0 {
+            return None;
+        }
+        let g = &set.groups[usize::from(plan.order[0])];
+        Some((g.region?, plan.reason))
+    }
+
     /// Choose an endpoint following `plan` (region by region), or over the
     /// whole set without one. When no planned region has a usable endpoint
     /// the whole set is tried, under the service's `all_unhealthy` rule

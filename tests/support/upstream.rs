@@ -59,6 +59,8 @@ struct State {
     force_status: AtomicU16,
     /// Every other request waits this long first.
     delay_ms: AtomicU64,
+    /// `/health` waits this long first (a far or slow endpoint as the probes see it).
+    health_delay_ms: AtomicU64,
 }
 
 impl Default for State {
@@ -72,6 +74,7 @@ impl Default for State {
             health_hits: AtomicUsize::new(0),
             force_status: AtomicU16::new(0),
             delay_ms: AtomicU64::new(0),
+            health_delay_ms: AtomicU64::new(0),
         }
     }
 }
@@ -146,6 +149,11 @@ impl Upstream {
     /// Every request (but `/health`) answers `status` (0: back to normal).
     pub fn set_status(&self, status: u16) {
         self.state.force_status.store(status, Ordering::SeqCst);
+    }
+
+    /// `/health` waits `ms` before its answer.
+    pub fn set_health_delay_ms(&self, ms: u64) {
+        self.state.health_delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Every request (but `/health`) waits `ms` before its answer.
@@ -243,6 +251,11 @@ impl Upstream {
         mut req: Request<Incoming>,
     ) -> Result<Response<TestBody>, Infallible> {
         if req.uri().path() == "/health" {
+            let delay = self.state.health_delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                // Slowed on purpose: the measured latency under test.
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
             let status = self.state.health_status.load(Ordering::SeqCst);
             let body = self.state.health_body.lock().unwrap().clone();
             let mut resp = Response::new(TestBody::Full(Some(Bytes::from(body))));

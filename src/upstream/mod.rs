@@ -220,7 +220,7 @@ impl RegionGroup {
                 .filter(|e| e.serves(now_ms))
                 .filter_map(|e| e.probe_latency())
                 .fold((0u64, 0u64), |(s, n), d| (s + d.as_micros() as u64, n + 1));
-            let mean = if n == 0 { 0 } else { sum / n };
+            let mean = sum.checked_div(n).unwrap_or(0);
             self.measured_us.store(mean, Ordering::Relaxed);
         }
         let us = self.measured_us.load(Ordering::Relaxed);
@@ -457,8 +457,8 @@ pub(crate) struct ServiceGeo {
     /// its requests went to last, as id + 1 (0: none yet). Hysteresis
     /// keeps it.
     current: Box<[std::sync::atomic::AtomicU16]>,
-    /// Per region: when it became usable (ms on the service clock; 0:
-    /// since the start), `DOWN` while it is not.
+    /// Per region: when it became usable (ms on the service clock + 1;
+    /// 0: since the start), `DOWN` while it is not.
     since: Box<[AtomicU64]>,
 }
 
@@ -490,7 +490,7 @@ impl ServiceGeo {
         let since = self.since[usize::from(r.0)].load(Ordering::Relaxed);
         since != DOWN
             && (since == 0
-                || now_ms.saturating_sub(since) >= self.policy.failback.as_millis() as u64)
+                || now_ms.saturating_sub(since - 1) >= self.policy.failback.as_millis() as u64)
     }
 
     /// Note what a request saw of a region: the recovery clock starts at
@@ -502,8 +502,8 @@ impl ServiceGeo {
                 since.store(DOWN, Ordering::Relaxed);
             }
         } else if since.load(Ordering::Relaxed) == DOWN {
-            let _ =
-                since.compare_exchange(DOWN, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed);
+            let at = now_ms.saturating_add(1).min(DOWN - 1);
+            let _ = since.compare_exchange(DOWN, at, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod dns;
 pub mod jwks_server;
 pub mod jwt;
+pub mod mmdb;
 pub mod redis;
 pub mod tcp_proxy;
 pub mod upstream;

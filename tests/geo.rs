@@ -1,0 +1,565 @@
+//! Geo routing through the running gateway: clients placed by the trusted
+//! region header, CIDR rules, a real `.mmdb` GeoIP database (written by the
+//! test) and the default; requests reach the upstreams of the expected
+//! region; failover, the failback hold, hysteresis, measured latency,
+//! stickiness, pinned routes and `GET /admin/geo`.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aether_gateway::RunningGateway;
+use aether_gateway::clock::ManualClock;
+use http::StatusCode;
+use support::mmdb::MmdbBuilder;
+use support::{
+    Upstream, admin, endpoint_of, gateway, gateway_with_clock, http1, req, wait_upstreams,
+};
+
+const FAST_CHECKS: &str = r#"
+[services.health_check]
+path = "/health"
+interval_ms = 20
+timeout_ms = 1000
+unhealthy_threshold = 2
+healthy_threshold = 2
+jitter_percent = 0
+"#;
+
+/// A service with `us` in us-east and `eu` in eu-west behind a catch-all
+/// route, the loopback trusted as a proxy (so tests set the client address
+/// with `X-Forwarded-For`), and `[geo]` with the issue's table.
+fn config(
+    us: SocketAddr,
+    eu: SocketAddr,
+    service_extra: &str,
+    geo_extra: &str,
+    routes: &str,
+) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+trusted_proxies = ["127.0.0.1/32", "::1/128"]
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[services]]
+name = "world-service"
+{service_extra}
+[[services.endpoints]]
+address = "{us}"
+region = "us-east"
+[[services.endpoints]]
+address = "{eu}"
+region = "eu-west"
+
+[[routes]]
+method = "GET"
+path = "/api/{{*rest}}"
+service = "world-service"
+{routes}
+
+[geo]
+default_region = "us-east"
+region_header = "x-aether-region"
+{geo_extra}
+[[geo.networks]]
+cidr = "198.51.100.0/24"
+region = "eu-west"
+[[geo.countries]]
+country = "DE"
+region = "eu-west"
+[[geo.countries]]
+country = "US"
+region = "us-east"
+[geo.latency_ms]
+us-east = {{ us-east = 10, eu-west = 80 }}
+eu-west = {{ us-east = 80, eu-west = 10 }}
+"#
+    )
+}
+
+/// GET `path` as the client `ip` (through the trusted loopback proxy).
+async fn get_as(
+    gw: &RunningGateway,
+    path: &str,
+    ip: &str,
+    extra: &[(&str, &str)],
+) -> support::Resp {
+    let mut headers = vec![("x-forwarded-for", ip)];
+    headers.extend_from_slice(extra);
+    http1(gw.local_addr(), req("GET", path, &headers, "")).await
+}
+
+/// Which upstream answered and the `x-aether-region` header.
+async fn routed(gw: &RunningGateway, ip: &str) -> (String, String) {
+    let r = get_as(gw, "/api/x", ip, &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{ip}: {:?}", r.body);
+    (
+        r.header("x-upstream").expect("x-upstream").to_owned(),
+        r.header("x-aether-region").unwrap_or("(none)").to_owned(),
+    )
+}
+
+fn pair(upstream: &str, region: &str) -> (String, String) {
+    (upstream.to_owned(), region.to_owned())
+}
+
+#[tokio::test]
+async fn clients_reach_the_region_their_address_places_them_in() {
+    let us = Upstream::start("us").await;
+    let eu = Upstream::start("eu").await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("GeoLite2-Country.mmdb");
+    MmdbBuilder::new("GeoLite2-Country")
+        .country("203.0.113.0/24", "DE", "EU")
+        .country("192.0.2.0/24", "US", "NA")
+        .country("2001:db8:de::/48", "DE", "EU")
+        .country("2001:db8::/32", "US", "NA")
+        .country("100.64.0.0/10", "BR", "SA")
+        .write(&db);
+    let geo = format!("mmdb = {:?}\n", db.display().to_string());
+    let gw = gateway(&config(us.addr, eu.addr, "", &geo, "")).await;
+
+    let nearest = |r: &str| format!("{r}; reason=nearest");
+    // The operator's network rule.
+    assert_eq!(
+        routed(&gw, "198.51.100.7").await,
+        pair("eu", &nearest("eu-west"))
+    );
+    // GeoIP: Germany → eu-west, the US → us-east, IPv4 and IPv6.
+    assert_eq!(
+        routed(&gw, "203.0.113.9").await,
+        pair("eu", &nearest("eu-west"))
+    );
+    assert_eq!(
+        routed(&gw, "192.0.2.1").await,
+        pair("us", &nearest("us-east"))
+    );
+    assert_eq!(
+        routed(&gw, "2001:db8:de::77").await,
+        pair("eu", &nearest("eu-west"))
+    );
+    assert_eq!(
+        routed(&gw, "2001:db8:1::5").await,
+        pair("us", &nearest("us-east"))
+    );
+    // A country without a rule, and an address the database does not know:
+    // the default region.
+    assert_eq!(
+        routed(&gw, "100.64.1.1").await,
+        pair("us", &nearest("us-east"))
+    );
+    assert_eq!(
+        routed(&gw, "10.9.8.7").await,
+        pair("us", &nearest("us-east"))
+    );
+    // The second request of a prefix is answered from the cache: the same.
+    assert_eq!(
+        routed(&gw, "203.0.113.200").await,
+        pair("eu", &nearest("eu-west"))
+    );
+
+    // The region header of a trusted proxy wins over the address.
+    let r = get_as(
+        &gw,
+        "/api/x",
+        "192.0.2.1",
+        &[("x-aether-region", "eu-west")],
+    )
+    .await;
+    assert_eq!(r.header("x-upstream"), Some("eu"));
+    // ... and reaches the upstream, since a trusted proxy set it.
+    assert_eq!(
+        r.upstream_header("x-aether-region").as_deref(),
+        Some("eu-west")
+    );
+    // A country code there (as CDNs send) goes through the country rules.
+    let r = get_as(&gw, "/api/x", "192.0.2.1", &[("x-aether-region", "de")]).await;
+    assert_eq!(r.header("x-upstream"), Some("eu"));
+}
+
+#[tokio::test]
+async fn an_untrusted_region_header_is_ignored_and_not_forwarded() {
+    let us = Upstream::start("us").await;
+    let eu = Upstream::start("eu").await;
+    let text = config(us.addr, eu.addr, "", "", "")
+        .replace(r#"trusted_proxies = ["127.0.0.1/32", "::1/128"]"#, "");
+    let gw = gateway(&text).await;
+    let r = http1(
+        gw.local_addr(),
+        req("GET", "/api/x", &[("x-aether-region", "eu-west")], ""),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("x-upstream"), Some("us"));
+    assert_eq!(r.header("x-aether-region"), Some("us-east; reason=nearest"));
+    assert_eq!(r.upstream_header("x-aether-region"), None);
+    // An untrusted X-Forwarded-For does not move the client either.
+    let r = http1(
+        gw.local_addr(),
+        req("GET", "/api/x", &[("x-forwarded-for", "198.51.100.7")], ""),
+    )
+    .await;
+    assert_eq!(r.header("x-upstream"), Some("us"));
+}
+
+async fn wait_health(gw: &RunningGateway, addr: SocketAddr, health: &str) {
+    wait_upstreams(
+        gw,
+        &format!("{addr} {health}"),
+        |_| {},
+        |v| endpoint_of(v, "world-service", addr)["health"] == health,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_down_region_fails_over_and_comes_back_after_the_failback_hold() {
+    let us = Upstream::start("us").await;
+    let eu = Upstream::start("eu").await;
+    let clock = ManualClock::new(1_000_000);
+    let gw = gateway_with_clock(
+        &config(us.addr, eu.addr, FAST_CHECKS, "failback_seconds = 30\n", ""),
+        Arc::clone(&clock) as _,
+    )
+    .await;
+    wait_health(&gw, eu.addr, "healthy").await;
+    let eu_client = "198.51.100.7";
+    assert_eq!(
+        routed(&gw, eu_client).await,
+        pair("eu", "eu-west; reason=nearest")
+    );
+
+    // Every endpoint of eu-west down: the next-closest region.
+    eu.set_health(503, "down");
+    wait_health(&gw, eu.addr, "unhealthy").await;
+    for _ in 0..3 {
+        assert_eq!(
+            routed(&gw, eu_client).await,
+            pair("us", "us-east; reason=failover")
+        );
+    }
+
+    // Back up: not used again until it has been up for failback_seconds.
+    eu.set_health(200, "ok");
+    wait_health(&gw, eu.addr, "healthy").await;
+    assert_eq!(
+        routed(&gw, eu_client).await,
+        pair("us", "us-east; reason=failover")
+    );
+    clock.advance(29);
+    assert_eq!(
+        routed(&gw, eu_client).await,
+        pair("us", "us-east; reason=failover")
+    );
+    clock.advance(1);
+    assert_eq!(
+        routed(&gw, eu_client).await,
+        pair("eu", "eu-west; reason=nearest")
+    );
+
+    // Stopped outright (connections refused): the same failover.
+    eu.stop();
+    wait_health(&gw, eu.addr, "unhealthy").await;
+    assert_eq!(
+        routed(&gw, eu_client).await,
+        pair("us", "us-east; reason=failover")
+    );
+    // A us-east client never noticed.
+    assert_eq!(
+        routed(&gw, "192.0.2.1").await,
+        pair("us", "us-east; reason=nearest")
+    );
+}
+
+#[tokio::test]
+async fn hysteresis_keeps_players_where_they_are_until_a_region_is_clearly_better() {
+    let us = Upstream::start("us").await;
+    let eu = Upstream::start("eu").await;
+    let clock = ManualClock::new(1_000_000);
+    // eu-west clients: eu-west 10 ms, us-east 25 ms: within the 20 ms margin.
+    let text = config(
+        us.addr,
+        eu.addr,
+        FAST_CHECKS,
+        "failback_seconds = 5\nhysteresis_ms = 20\n",
+        "",
+    )
+    .replace(
+        "eu-west = { us-east = 80, eu-west = 10 }",
+        "eu-west = { us-east = 25, eu-west = 10 }",
+    );
+    let gw = gateway_with_clock(&text, Arc::clone(&clock) as _).await;
+    wait_health(&gw, eu.addr, "healthy").await;
+    let eu_client = "198.51.100.7";
+    assert_eq!(
+        routed(&gw, eu_client).await,
+        pair("eu", "eu-west; reason=nearest")
+    );
+
+    eu.set_health(503, "down");
+    wait_health(&gw, eu.addr, "unhealthy").await;
+    assert_eq!(
+        routed(&gw, eu_client).await,
+        pair("us", "us-east; reason=failover")
+    );
+    eu.set_health(200, "ok");
+    wait_health(&gw, eu.addr, "healthy").await;
+    assert_eq!(
+        routed(&gw, eu_client).await,
+        pair("us", "us-east; reason=failover")
+    );
+    clock.advance(5);
+    // eu-west is back and settled, but only 15 ms better: players stay.
+    for _ in 0..3 {
+        assert_eq!(
+            routed(&gw, eu_client).await,
+            pair("us", "us-east; reason=hysteresis")
+        );
+    }
+    let geo = admin(&gw, "/admin/geo").await.json();
+    assert_eq!(
+        geo["services"][0]["current"]["eu-west"], "us-east",
+        "{geo:#}"
+    );
+}
+
+#[tokio::test]
+async fn measured_latency_moves_clients_off_a_slow_region() {
+    let us = Upstream::start("us").await;
+    let eu = Upstream::start("eu").await;
+    let gw = gateway(&config(us.addr, eu.addr, FAST_CHECKS, "", "")).await;
+    wait_health(&gw, eu.addr, "healthy").await;
+    let eu_client = "198.51.100.7";
+    assert_eq!(
+        routed(&gw, eu_client).await,
+        pair("eu", "eu-west; reason=nearest")
+    );
+
+    // eu-west's endpoint answers its probes 200 ms late: 10 + 200 ms is
+    // worse than us-east's 80 ms by more than the margin.
+    eu.set_health_delay_ms(200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let geo = admin(&gw, "/admin/geo").await.json();
+        let eu_west = geo["services"][0]["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["region"] == "eu-west")
+            .unwrap()
+            .clone();
+        if eu_west["measured_ms"].as_u64().unwrap() > 120 {
+            assert_eq!(
+                eu_west["expected_ms"]["eu-west"].as_u64().unwrap(),
+                10 + eu_west["measured_ms"].as_u64().unwrap()
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "probe RTT never rose: {geo:#}"
+        );
+        // A poll interval, not synchronisation: the condition is re-read.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        routed(&gw, eu_client).await,
+        pair("us", "us-east; reason=nearest")
+    );
+}
+
+#[tokio::test]
+async fn a_sticky_cookie_keeps_a_session_in_its_region_unless_it_fails() {
+    let us = Upstream::start("us").await;
+    let eu = Upstream::start("eu").await;
+    let gw = gateway(&config(
+        us.addr,
+        eu.addr,
+        FAST_CHECKS,
+        "sticky = \"cookie\"\n",
+        "",
+    ))
+    .await;
+    wait_health(&gw, eu.addr, "healthy").await;
+
+    // First request of an eu-west player: the cookie that keeps it there.
+    let r = get_as(&gw, "/api/x", "198.51.100.7", &[]).await;
+    assert_eq!(r.header("x-upstream"), Some("eu"));
+    assert_eq!(
+        r.header("set-cookie"),
+        Some("aether-region=eu-west; Path=/; HttpOnly; SameSite=Lax")
+    );
+    // The same player now appears from a us-east address (a roaming
+    // phone): the session stays in eu-west, and needs no new cookie.
+    let cookie = [("cookie", "aether-region=eu-west")];
+    let r = get_as(&gw, "/api/x", "192.0.2.1", &cookie).await;
+    assert_eq!(r.header("x-upstream"), Some("eu"));
+    assert_eq!(r.header("x-aether-region"), Some("eu-west; reason=sticky"));
+    assert_eq!(r.header("set-cookie"), None);
+    // The sticky region fails: the session moves, and its cookie with it.
+    eu.set_health(503, "down");
+    wait_health(&gw, eu.addr, "unhealthy").await;
+    let r = get_as(&gw, "/api/x", "192.0.2.1", &cookie).await;
+    assert_eq!(r.header("x-upstream"), Some("us"));
+    assert_eq!(r.header("x-aether-region"), Some("us-east; reason=nearest"));
+    assert_eq!(
+        r.header("set-cookie"),
+        Some("aether-region=us-east; Path=/; HttpOnly; SameSite=Lax")
+    );
+    // A cookie naming an unknown region is ignored.
+    let r = get_as(
+        &gw,
+        "/api/x",
+        "192.0.2.1",
+        &[("cookie", "aether-region=mars")],
+    )
+    .await;
+    assert_eq!(r.header("x-aether-region"), Some("us-east; reason=nearest"));
+}
+
+#[tokio::test]
+async fn routes_can_pin_a_region_or_turn_geo_routing_off() {
+    let us = Upstream::start("us").await;
+    let eu = Upstream::start("eu").await;
+    let routes = r#"
+[[routes]]
+method = "GET"
+path = "/pinned/{*rest}"
+service = "world-service"
+region = "eu-west"
+
+[[routes]]
+method = "GET"
+path = "/anywhere/{*rest}"
+service = "world-service"
+geo = false
+"#;
+    let gw = gateway(&config(us.addr, eu.addr, "", "", routes)).await;
+    for _ in 0..3 {
+        let r = get_as(&gw, "/pinned/x", "192.0.2.1", &[]).await;
+        assert_eq!(r.header("x-upstream"), Some("eu"));
+        assert_eq!(r.header("x-aether-region"), Some("eu-west; reason=pinned"));
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..4 {
+        let r = get_as(&gw, "/anywhere/x", "192.0.2.1", &[]).await;
+        assert_eq!(r.header("x-aether-region"), None);
+        *seen
+            .entry(r.header("x-upstream").unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen.get("us"),
+        Some(&2),
+        "round robin over both regions: {seen:?}"
+    );
+    assert_eq!(
+        seen.get("eu"),
+        Some(&2),
+        "round robin over both regions: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn admin_geo_shows_the_latency_table_and_the_current_choices() {
+    let us = Upstream::start("us").await;
+    let eu = Upstream::start("eu").await;
+    let gw = gateway(&config(us.addr, eu.addr, "", "", "")).await;
+    routed(&gw, "198.51.100.7").await;
+    routed(&gw, "192.0.2.1").await;
+    let r = admin(&gw, "/admin/geo").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v = r.json();
+    assert_eq!(v["enabled"], true);
+    assert_eq!(v["default_region"], "us-east");
+    assert_eq!(
+        v["latency_ms"],
+        serde_json::json!({
+            "us-east": {"us-east": 10, "eu-west": 80},
+            "eu-west": {"us-east": 80, "eu-west": 10},
+        })
+    );
+    let svc = &v["services"][0];
+    assert_eq!(svc["service"], "world-service");
+    assert_eq!(
+        svc["current"],
+        serde_json::json!({"us-east": "us-east", "eu-west": "eu-west"})
+    );
+    let regions = svc["regions"].as_array().unwrap();
+    assert_eq!(regions.len(), 2);
+    assert_eq!(regions[0]["region"], "us-east");
+    assert_eq!(regions[0]["endpoints"], 1);
+    assert_eq!(regions[0]["serving"], 1);
+    assert_eq!(regions[0]["settled"], true);
+    // No health checks: nothing measured, the table alone.
+    assert_eq!(regions[0]["measured_ms"], 0);
+    assert_eq!(
+        regions[1]["expected_ms"],
+        serde_json::json!({"us-east": 80, "eu-west": 10})
+    );
+}
+
+#[tokio::test]
+async fn the_issue_contract_runs_as_written() {
+    let us = Upstream::start("us").await;
+    let eu = Upstream::start("eu").await;
+    let dir = tempfile::tempdir().unwrap();
+    MmdbBuilder::new("GeoLite2-Country")
+        .country("203.0.113.0/24", "DE", "EU")
+        .write(&dir.path().join("GeoLite2-Country.mmdb"));
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+trusted_proxies = ["127.0.0.1/32"]
+
+[[services]]
+name = "world-service"
+[[services.endpoints]]
+address = "{}"
+region = "us-east"
+[[services.endpoints]]
+address = "{}"
+region = "eu-west"
+
+[[routes]]
+method = "GET"
+path = "/api/v1/worlds/{{world_id}}"
+service = "world-service"
+
+[geo]
+default_region = "us-east"
+mmdb = "GeoLite2-Country.mmdb"           # optional
+region_header = "x-aether-region"        # honoured only from [server] trusted_proxies
+[[geo.networks]]
+cidr = "198.51.100.0/24"
+region = "eu-west"
+[[geo.countries]]
+country = "DE"
+region = "eu-west"
+[geo.latency_ms]                          # client region -> service region
+us-east = {{ us-east = 10, eu-west = 80 }}
+eu-west = {{ us-east = 80, eu-west = 10 }}
+"#,
+        us.addr, eu.addr
+    );
+    // mmdb is relative to the config file's folder.
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, &text).unwrap();
+    let cfg = aether_gateway::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.warnings, Vec::<String>::new());
+    let gw = aether_gateway::BackendRuntime::from_config(cfg)
+        .start()
+        .await
+        .unwrap();
+    let r = get_as(&gw, "/api/v1/worlds/7", "203.0.113.5", &[]).await;
+    assert_eq!(r.header("x-upstream"), Some("eu"));
+    let r = get_as(&gw, "/api/v1/worlds/7", "192.0.2.77", &[]).await;
+    assert_eq!(r.header("x-upstream"), Some("us"));
+}

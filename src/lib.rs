@@ -7,13 +7,12 @@
 //!            ┌──────────────────────────── runtime ─────────────────────────────┐
 //! client ──▶ │ accept (cap) → hyper (head limits) → request id → client address │
 //!            │   → normalise path → router (404/405) → auth → rate limit       │
-//!            │   → [geo] → dispatch: endpoint, pooled conn, timeout, retry      │ ──▶ upstream
+//!            │   → geo: region → dispatch: endpoint, pooled conn, timeout, retry│ ──▶ upstream
 //!            │   ← header hygiene, x-request-id, WebSocket tunnel on 101       │
 //!            └──────────────────────────────────────────────────────────────────┘
 //! ```
 //!
-//! Steps in brackets arrive with their issues; everything else is here. Each
-//! request loads one [`config::Snapshot`] and uses it to its end.
+//! Each request loads one [`config::Snapshot`] and uses it to its end.
 //!
 //! ```
 //! use aether_gateway::{Router, Route, HttpMethod, ServiceTarget, RateLimitRule};

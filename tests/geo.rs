@@ -235,8 +235,9 @@ async fn a_down_region_fails_over_and_comes_back_after_the_failback_hold() {
         pair("eu", "eu-west; reason=nearest")
     );
 
-    // Every endpoint of eu-west down: the next-closest region.
-    eu.set_health(503, "down");
+    // Every upstream of eu-west stopped (connections refused): the
+    // next-closest region.
+    eu.stop();
     wait_health(&gw, eu.addr, "unhealthy").await;
     for _ in 0..3 {
         assert_eq!(
@@ -244,36 +245,37 @@ async fn a_down_region_fails_over_and_comes_back_after_the_failback_hold() {
             pair("us", "us-east; reason=failover")
         );
     }
+    // A us-east client never noticed.
+    assert_eq!(
+        routed(&gw, "192.0.2.1").await,
+        pair("us", "us-east; reason=nearest")
+    );
 
     // Back up: not used again until it has been up for failback_seconds.
-    eu.set_health(200, "ok");
+    let eu = eu.restart().await;
     wait_health(&gw, eu.addr, "healthy").await;
     assert_eq!(
         routed(&gw, eu_client).await,
         pair("us", "us-east; reason=failover")
     );
-    clock.advance(29);
+    clock.advance_by(Duration::from_millis(29_999));
     assert_eq!(
         routed(&gw, eu_client).await,
         pair("us", "us-east; reason=failover")
     );
-    clock.advance(1);
+    clock.advance_by(Duration::from_millis(1));
     assert_eq!(
         routed(&gw, eu_client).await,
         pair("eu", "eu-west; reason=nearest")
     );
+    assert_eq!(eu.hits(), 1);
 
-    // Stopped outright (connections refused): the same failover.
-    eu.stop();
+    // Failing its checks (503) is down too.
+    eu.set_health(503, "down");
     wait_health(&gw, eu.addr, "unhealthy").await;
     assert_eq!(
         routed(&gw, eu_client).await,
         pair("us", "us-east; reason=failover")
-    );
-    // A us-east client never noticed.
-    assert_eq!(
-        routed(&gw, "192.0.2.1").await,
-        pair("us", "us-east; reason=nearest")
     );
 }
 

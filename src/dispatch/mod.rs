@@ -77,6 +77,62 @@ pub struct DispatchContext {
 }
 
 /// Sends requests to the services' endpoints.
+///
+/// The seed's request flow, against a real (one-shot) upstream:
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use aether_gateway::{Dispatcher, DispatchContext, Router, Route, HttpMethod, ServiceTarget, Token};
+/// # use aether_gateway::body::RequestBody;
+/// # use aether_gateway::router::{Lookup, RoutePolicy};
+/// # use aether_gateway::upstream::{Endpoint, HostPolicy, PoolConfig, Service, UpstreamProtocol};
+/// # use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), aether_gateway::Error> {
+/// # let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// # let addr = upstream.local_addr().unwrap();
+/// # tokio::spawn(async move {
+/// #     let (mut s, _) = upstream.accept().await.unwrap();
+/// #     let mut buf = [0u8; 4096];
+/// #     let _ = s.read(&mut buf).await;
+/// #     let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+/// # });
+/// # let mut router = Router::new();
+/// # router.add_route(Route {
+/// #     method: HttpMethod::Get,
+/// #     path: "/api/v1/worlds/{world_id}".into(),
+/// #     target: ServiceTarget::WorldService,
+/// #     rate_limit: None,
+/// # });
+/// # let matched_route = match router.lookup(&http::Method::GET, "/api/v1/worlds/7")? {
+/// #     Lookup::Route(m) => Arc::clone(m.entry),
+/// #     Lookup::Options(_) => unreachable!(),
+/// # };
+/// # let validated_token: Option<Arc<Token>> = None;
+/// # let request = http::Request::builder()
+/// #     .uri("/api/v1/worlds/7")
+/// #     .header("host", "play.example")
+/// #     .body(RequestBody::empty())
+/// #     .unwrap();
+/// let dispatcher = Dispatcher::new();
+/// # let mut dispatcher = dispatcher;
+/// # let pool = PoolConfig::for_protocol(UpstreamProtocol::Http1);
+/// # dispatcher.add_service(Service::new(
+/// #     ServiceTarget::WorldService,
+/// #     vec![Arc::new(Endpoint::new(addr, Some("us-east".into()), pool))],
+/// #     UpstreamProtocol::Http1,
+/// #     HostPolicy::Preserve,
+/// # ));
+/// let ctx = DispatchContext {
+///     route: matched_route,
+///     token: validated_token,
+///     client_region: "us-east".into(),
+/// };
+/// let response = dispatcher.dispatch(ctx, request).await?;
+/// # assert_eq!(response.status(), 200);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Default)]
 pub struct Dispatcher {
     services: HashMap<crate::router::ServiceTarget, Arc<Service>>,

@@ -110,4 +110,36 @@ mod tests {
             .count();
         assert!(hits <= 64, "{hits}");
     }
+
+    proptest::proptest! {
+        /// Whatever was stored and evicted, a hit is the latest value put
+        /// for that exact prefix, never another prefix's.
+        #[test]
+        fn a_hit_is_the_latest_answer_for_that_prefix(
+            ops in proptest::collection::vec((proptest::bool::ANY, proptest::num::u128::ANY, 0..=MAX_VALUE), 1..300),
+            slots in 1usize..64,
+        ) {
+            let c = PrefixCache::new(slots);
+            let mut model = std::collections::HashMap::new();
+            let addr = |v6: bool, bits: u128| -> IpAddr {
+                // Few distinct prefixes, so slots collide and prefixes repeat.
+                if v6 {
+                    IpAddr::V6(((bits % 7) << 80 | (bits & 0xFFFF)).into())
+                } else {
+                    IpAddr::V4((((bits % 7) as u32) << 8 | (bits as u32 & 0xFF)).into())
+                }
+            };
+            for (v6, bits, value) in &ops {
+                let ip = addr(*v6, *bits);
+                c.put(ip, *value);
+                model.insert(key(ip), *value);
+                for (v6, bits, _) in &ops {
+                    let probe = addr(*v6, *bits);
+                    if let Some(got) = c.get(probe) {
+                        proptest::prop_assert_eq!(Some(&got), model.get(&key(probe)));
+                    }
+                }
+            }
+        }
+    }
 }

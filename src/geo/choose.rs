@@ -205,4 +205,32 @@ mod tests {
         let n = fallback_order(&cs, 0, &mut out);
         assert_eq!(&out[..n], &[4, 1, 2]);
     }
+
+    proptest::proptest! {
+        /// Never an unusable region; a recovering one only when nothing
+        /// settled is usable; never worse than the best settled region by
+        /// more than the margin; `None` only when nothing is usable.
+        #[test]
+        fn the_choice_keeps_its_promises(
+            cs in proptest::collection::vec((0u32..500, proptest::bool::ANY, proptest::bool::ANY), 1..16),
+            current in proptest::option::of(0usize..20),
+            margin in 0u32..100,
+        ) {
+            let cs: Vec<Candidate> = cs.into_iter().map(|(cost_ms, usable, settled)| c(cost_ms, usable, usable && settled)).collect();
+            match choose(&cs, current, margin) {
+                None => proptest::prop_assert!(cs.iter().all(|c| !c.usable)),
+                Some((i, why)) => {
+                    proptest::prop_assert!(cs[i].usable);
+                    let best_settled = cs.iter().filter(|c| c.settled).map(|c| c.cost_ms).min();
+                    if let Some(best) = best_settled {
+                        proptest::prop_assert!(cs[i].settled);
+                        proptest::prop_assert!(cs[i].cost_ms <= best + margin);
+                    }
+                    if why == Reason::Nearest {
+                        proptest::prop_assert!(cs.iter().all(|c| c.cost_ms >= cs[i].cost_ms));
+                    }
+                }
+            }
+        }
+    }
 }

@@ -279,24 +279,41 @@ async fn a_down_region_fails_over_and_comes_back_after_the_failback_hold() {
     );
 }
 
+/// A region's measured probe RTT, once it is within `range` (deadline 15 s).
+async fn wait_measured(gw: &RunningGateway, region: &str, range: std::ops::RangeInclusive<u64>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let geo = admin(gw, "/admin/geo").await.json();
+        let r = geo["services"][0]["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["region"] == region)
+            .unwrap()
+            .clone();
+        if range.contains(&r["measured_ms"].as_u64().unwrap()) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{region} never measured {range:?}: {geo:#}"
+        );
+        // A poll interval, not synchronisation: the condition is re-read.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn hysteresis_keeps_players_where_they_are_until_a_region_is_clearly_better() {
     let us = Upstream::start("us").await;
     let eu = Upstream::start("eu").await;
-    let clock = ManualClock::new(1_000_000);
-    // eu-west clients: eu-west 10 ms, us-east 25 ms: within the 20 ms margin.
-    let text = config(
-        us.addr,
-        eu.addr,
-        FAST_CHECKS,
-        "failback_seconds = 5\nhysteresis_ms = 20\n",
-        "",
-    )
-    .replace(
+    // eu-west clients: eu-west 10 ms, us-east 25 ms, margin 40 ms (wide,
+    // so a loaded machine's probe jitter cannot decide the test).
+    let text = config(us.addr, eu.addr, FAST_CHECKS, "hysteresis_ms = 40\n", "").replace(
         "eu-west = { us-east = 80, eu-west = 10 }",
         "eu-west = { us-east = 25, eu-west = 10 }",
     );
-    let gw = gateway_with_clock(&text, Arc::clone(&clock) as _).await;
+    let gw = gateway(&text).await;
     wait_health(&gw, eu.addr, "healthy").await;
     let eu_client = "198.51.100.7";
     assert_eq!(
@@ -304,30 +321,86 @@ async fn hysteresis_keeps_players_where_they_are_until_a_region_is_clearly_bette
         pair("eu", "eu-west; reason=nearest")
     );
 
-    eu.set_health(503, "down");
-    wait_health(&gw, eu.addr, "unhealthy").await;
-    assert_eq!(
-        routed(&gw, eu_client).await,
-        pair("us", "us-east; reason=failover")
-    );
-    eu.set_health(200, "ok");
-    wait_health(&gw, eu.addr, "healthy").await;
-    assert_eq!(
-        routed(&gw, eu_client).await,
-        pair("us", "us-east; reason=failover")
-    );
-    clock.advance(5);
-    // eu-west is back and settled, but only 15 ms better: players stay.
+    // eu-west's probes now take ~30 ms: 10 + 30 is worse than us-east's
+    // 25 (+ ~0), but by less than the margin: players stay.
+    eu.set_health_delay_ms(30);
+    wait_measured(&gw, "eu-west", 22..=50).await;
     for _ in 0..3 {
         assert_eq!(
             routed(&gw, eu_client).await,
-            pair("us", "us-east; reason=hysteresis")
+            pair("eu", "eu-west; reason=hysteresis")
         );
     }
     let geo = admin(&gw, "/admin/geo").await.json();
     assert_eq!(
+        geo["services"][0]["current"]["eu-west"], "eu-west",
+        "{geo:#}"
+    );
+
+    // ~150 ms: clearly worse, they move.
+    eu.set_health_delay_ms(150);
+    wait_measured(&gw, "eu-west", 100..=10_000).await;
+    assert_eq!(
+        routed(&gw, eu_client).await,
+        pair("us", "us-east; reason=nearest")
+    );
+    let geo = admin(&gw, "/admin/geo").await.json();
+    assert_eq!(
         geo["services"][0]["current"]["eu-west"], "us-east",
         "{geo:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_region_is_skipped_without_a_failback_hold() {
+    let us = Upstream::start("us").await;
+    let eu = Upstream::start("eu").await;
+    let clock = ManualClock::new(1_000_000);
+    let gw = gateway_with_clock(
+        &config(us.addr, eu.addr, "max_requests_per_endpoint = 1\n", "", ""),
+        Arc::clone(&clock) as _,
+    )
+    .await;
+    let eu_client = "198.51.100.7";
+    // One slow request fills eu-west's only endpoint ...
+    eu.set_delay_ms(60_000);
+    let slow = {
+        let addr = gw.local_addr();
+        tokio::spawn(async move {
+            http1(
+                addr,
+                req(
+                    "GET",
+                    "/api/slow",
+                    &[("x-forwarded-for", "198.51.100.7")],
+                    "",
+                ),
+            )
+            .await
+        })
+    };
+    eu.wait_for_hits(1).await;
+    // ... so its next players go to us-east for now ...
+    assert_eq!(
+        routed(&gw, eu_client).await,
+        pair("us", "us-east; reason=failover")
+    );
+    // ... and come back as soon as it has room: full is not down.
+    slow.abort();
+    eu.set_delay_ms(0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = admin(&gw, "/admin/upstreams").await.json();
+        if endpoint_of(&v, "world-service", eu.addr)["in_flight"] == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{v:#}");
+        // A poll interval, not synchronisation: the condition is re-read.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        routed(&gw, eu_client).await,
+        pair("eu", "eu-west; reason=nearest")
     );
 }
 
@@ -346,30 +419,14 @@ async fn measured_latency_moves_clients_off_a_slow_region() {
     // eu-west's endpoint answers its probes 200 ms late: 10 + 200 ms is
     // worse than us-east's 80 ms by more than the margin.
     eu.set_health_delay_ms(200);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let geo = admin(&gw, "/admin/geo").await.json();
-        let eu_west = geo["services"][0]["regions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["region"] == "eu-west")
-            .unwrap()
-            .clone();
-        if eu_west["measured_ms"].as_u64().unwrap() > 120 {
-            assert_eq!(
-                eu_west["expected_ms"]["eu-west"].as_u64().unwrap(),
-                10 + eu_west["measured_ms"].as_u64().unwrap()
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "probe RTT never rose: {geo:#}"
-        );
-        // A poll interval, not synchronisation: the condition is re-read.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_measured(&gw, "eu-west", 121..=10_000).await;
+    let geo = admin(&gw, "/admin/geo").await.json();
+    let eu_west = &geo["services"][0]["regions"][1];
+    assert_eq!(eu_west["region"], "eu-west");
+    assert_eq!(
+        eu_west["expected_ms"]["eu-west"].as_u64().unwrap(),
+        10 + eu_west["measured_ms"].as_u64().unwrap()
+    );
     assert_eq!(
         routed(&gw, eu_client).await,
         pair("us", "us-east; reason=nearest")
@@ -377,26 +434,29 @@ async fn measured_latency_moves_clients_off_a_slow_region() {
 }
 
 #[tokio::test]
-async fn a_sticky_cookie_keeps_a_session_in_its_region_unless_it_fails() {
+async fn a_sticky_cookie_keeps_a_session_in_its_home_region() {
     let us = Upstream::start("us").await;
     let eu = Upstream::start("eu").await;
-    let gw = gateway(&config(
-        us.addr,
-        eu.addr,
-        FAST_CHECKS,
-        "sticky = \"cookie\"\n",
-        "",
-    ))
+    let clock = ManualClock::new(1_000_000);
+    let pinned = "[[routes]]\nmethod = \"GET\"\npath = \"/us-only/{*rest}\"\nservice = \"world-service\"\nregion = \"us-east\"\n";
+    let gw = gateway_with_clock(
+        &config(
+            us.addr,
+            eu.addr,
+            FAST_CHECKS,
+            "sticky = \"cookie\"\nfailback_seconds = 5\n",
+            pinned,
+        ),
+        Arc::clone(&clock) as _,
+    )
     .await;
     wait_health(&gw, eu.addr, "healthy").await;
+    let home = "aether-region=eu-west; Path=/; HttpOnly; SameSite=Lax";
 
     // First request of an eu-west player: the cookie that keeps it there.
     let r = get_as(&gw, "/api/x", "198.51.100.7", &[]).await;
     assert_eq!(r.header("x-upstream"), Some("eu"));
-    assert_eq!(
-        r.header("set-cookie"),
-        Some("aether-region=eu-west; Path=/; HttpOnly; SameSite=Lax")
-    );
+    assert_eq!(r.header("set-cookie"), Some(home));
     // The same player now appears from a us-east address (a roaming
     // phone): the session stays in eu-west, and needs no new cookie.
     let cookie = [("cookie", "aether-region=eu-west")];
@@ -404,17 +464,34 @@ async fn a_sticky_cookie_keeps_a_session_in_its_region_unless_it_fails() {
     assert_eq!(r.header("x-upstream"), Some("eu"));
     assert_eq!(r.header("x-aether-region"), Some("eu-west; reason=sticky"));
     assert_eq!(r.header("set-cookie"), None);
-    // The sticky region fails: the session moves, and its cookie with it.
+    // A pinned route says nothing about where the session belongs.
+    let r = get_as(&gw, "/us-only/x", "198.51.100.7", &cookie).await;
+    assert_eq!(r.header("x-aether-region"), Some("us-east; reason=pinned"));
+    assert_eq!(r.header("set-cookie"), None);
+
+    // The home region fails: the session fails over, its home stays.
     eu.set_health(503, "down");
     wait_health(&gw, eu.addr, "unhealthy").await;
-    let r = get_as(&gw, "/api/x", "192.0.2.1", &cookie).await;
-    assert_eq!(r.header("x-upstream"), Some("us"));
-    assert_eq!(r.header("x-aether-region"), Some("us-east; reason=nearest"));
+    let r = get_as(&gw, "/api/x", "198.51.100.7", &cookie).await;
     assert_eq!(
-        r.header("set-cookie"),
-        Some("aether-region=us-east; Path=/; HttpOnly; SameSite=Lax")
+        r.header("x-aether-region"),
+        Some("us-east; reason=failover")
     );
-    // A cookie naming an unknown region is ignored.
+    assert_eq!(r.header("set-cookie"), None);
+    // Back, but in its failback hold: not yet.
+    eu.set_health(200, "ok");
+    wait_health(&gw, eu.addr, "healthy").await;
+    let r = get_as(&gw, "/api/x", "198.51.100.7", &cookie).await;
+    assert_eq!(
+        r.header("x-aether-region"),
+        Some("us-east; reason=failover")
+    );
+    clock.advance(5);
+    let r = get_as(&gw, "/api/x", "192.0.2.1", &cookie).await;
+    assert_eq!(r.header("x-aether-region"), Some("eu-west; reason=sticky"));
+    assert_eq!(r.header("set-cookie"), None);
+
+    // A cookie naming an unknown region is ignored (and replaced).
     let r = get_as(
         &gw,
         "/api/x",
@@ -423,6 +500,10 @@ async fn a_sticky_cookie_keeps_a_session_in_its_region_unless_it_fails() {
     )
     .await;
     assert_eq!(r.header("x-aether-region"), Some("us-east; reason=nearest"));
+    assert_eq!(
+        r.header("set-cookie"),
+        Some("aether-region=us-east; Path=/; HttpOnly; SameSite=Lax")
+    );
 }
 
 #[tokio::test]

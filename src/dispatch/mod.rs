@@ -35,9 +35,13 @@ use crate::geo::{ChosenRegion, GeoHints, Reason, RegionId};
 /// The response header that says which region answered and why.
 pub static X_AETHER_REGION: http::HeaderName = http::HeaderName::from_static("x-aether-region");
 
-fn encode_chosen(region: Option<RegionId>, reason: Reason) -> u32 {
+/// The region in use, its reason, and whether the service had several
+/// regions to choose from, in one word (the attempt future must stay `Send`).
+fn encode_chosen(region: Option<RegionId>, reason: Reason, choice: bool) -> u32 {
     match region {
-        Some(r) => (1 << 31) | (u32::from(r.0) << 8) | reason.index() as u32,
+        Some(r) => {
+            (1 << 31) | (u32::from(r.0) << 8) | (u32::from(choice) << 7) | reason.index() as u32
+        }
         None => 0,
     }
 }
@@ -56,11 +60,14 @@ fn label_region(
         return resp;
     };
     let region = RegionId(((chosen >> 8) & 0xFFFF) as u16);
-    let reason = Reason::ALL[(chosen & 0xFF) as usize];
+    let reason = Reason::ALL[(chosen & 0x7F) as usize];
     resp.headers_mut()
         .insert(&X_AETHER_REGION, geo.header_value(region, reason).clone());
-    resp.extensions_mut()
-        .insert(ChosenRegion { region, reason });
+    resp.extensions_mut().insert(ChosenRegion {
+        region,
+        reason,
+        choice: chosen & 0x80 != 0,
+    });
     resp
 }
 
@@ -319,7 +326,7 @@ async fn send_with_retry(
     loop {
         if let Some(p) = &plan {
             chosen.store(
-                encode_chosen(set.region_of(idx), p.reason),
+                encode_chosen(set.region_of(idx), p.reason, set.groups.len() > 1),
                 Ordering::Relaxed,
             );
         }

@@ -30,7 +30,7 @@ use crate::auth::{AuthError, AuthMiddleware, AuthMode, RouteAuth, Verified};
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::Snapshot;
 use crate::error::{Blame, Error, error_response};
-use crate::geo::{ChosenRegion, GeoHints};
+use crate::geo::{ChosenRegion, GeoHints, Reason};
 use crate::ratelimit::{KeyInputs, RateLimitStatus, SharedRule};
 use crate::router::{Lookup, normalize_path_with};
 
@@ -293,12 +293,19 @@ async fn proxy(
         RequestBody::streaming(body, limit, snap.client_body_timeout),
     );
     let mut resp = snap.dispatcher.dispatch(ctx, upstream_req).await?;
-    if let Some((geo, asked)) = sticky
+    // A session gets its home region once, from a choice made for
+    // proximity; an existing home is never rewritten (it is ignored while
+    // it cannot serve, and used again once it can). A failover, a pinned
+    // route, a retry elsewhere or a service with one region says nothing
+    // about where the session belongs.
+    if let Some((geo, None)) = sticky
         && let Some(chosen) = resp.extensions().get::<ChosenRegion>()
-        && asked != Some(chosen.region)
+        && chosen.choice
+        && matches!(chosen.reason, Reason::Nearest | Reason::Hysteresis)
         && let Some(cookie) = geo.sticky_cookie(chosen.region)
     {
-        resp.headers_mut().append(header::SET_COOKIE, cookie);
+        resp.headers_mut()
+            .append(header::SET_COOKIE, cookie.clone());
     }
 
     if let Some(on_client) = client_upgrade

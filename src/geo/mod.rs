@@ -104,6 +104,8 @@ pub struct ChosenRegion {
     pub region: RegionId,
     /// Why it was chosen.
     pub reason: Reason,
+    /// The service had more than one region to choose from.
+    pub choice: bool,
 }
 
 /// How a session keeps its region.
@@ -148,6 +150,8 @@ pub struct GeoRoutingPolicy {
     pub sticky: Sticky,
     /// `x-aether-region` values, `[region][reason]`: no formatting per request.
     header_values: Vec<[HeaderValue; 6]>,
+    /// `Set-Cookie` values per region, with `sticky = "cookie"`.
+    cookie_values: Vec<Option<HeaderValue>>,
 }
 
 impl GeoRoutingPolicy {
@@ -239,6 +243,11 @@ impl GeoRoutingPolicy {
     pub fn expected_latency_ms(&self, client: Option<RegionId>, service: RegionId) -> u32 {
         let n = self.names.len();
         let s = usize::from(service.0);
+        // Ids of another policy (a library caller's mistake) count as unknown.
+        let client = client.filter(|c| usize::from(c.0) < n);
+        if s >= n {
+            return self.unknown_latency_ms;
+        }
         if let Some(c) = client {
             let v = self.latency[usize::from(c.0) * n + s];
             if v != NONE {
@@ -298,16 +307,10 @@ impl GeoRoutingPolicy {
         }
     }
 
-    /// The `Set-Cookie` value that keeps a session in `r`.
-    pub fn sticky_cookie(&self, r: RegionId) -> Option<HeaderValue> {
-        match &self.sticky {
-            Sticky::Cookie(name) => HeaderValue::from_str(&format!(
-                "{name}={}; Path=/; HttpOnly; SameSite=Lax",
-                self.name(r)
-            ))
-            .ok(),
-            _ => None,
-        }
+    /// The `Set-Cookie` value that keeps a session in `r` (with
+    /// `sticky = "cookie"`).
+    pub fn sticky_cookie(&self, r: RegionId) -> Option<&HeaderValue> {
+        self.cookie_values.get(usize::from(r.0))?.as_ref()
     }
 }
 
@@ -517,8 +520,7 @@ impl GeoBuilder {
         for &(s, ms) in &self.default_row {
             default_row[usize::from(s.0)] = ms;
         }
-        let mut networks = std::mem::take(&mut self.networks);
-        networks.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
+        let networks = locate::Networks::new(&self.networks);
         let header_values = self
             .names
             .iter()
@@ -527,6 +529,17 @@ impl GeoBuilder {
                     HeaderValue::from_str(&format!("{name}; reason={why}"))
                         .expect("region names are checked header-safe")
                 })
+            })
+            .collect();
+        let cookie_values = self
+            .names
+            .iter()
+            .map(|name| match &self.sticky {
+                Sticky::Cookie(c) => {
+                    HeaderValue::from_str(&format!("{c}={name}; Path=/; HttpOnly; SameSite=Lax"))
+                        .ok()
+                }
+                _ => None,
             })
             .collect();
         let mut locator = locate::Locator::new(self.cache_entries);
@@ -547,6 +560,7 @@ impl GeoBuilder {
             unknown_latency_ms: self.unknown_latency_ms,
             sticky: self.sticky.clone(),
             header_values,
+            cookie_values,
         }
     }
 }
@@ -606,6 +620,13 @@ mod tests {
         assert_eq!(
             p.locate(ip("203.0.113.1"), &h, true).region,
             p.id("eu-west")
+        );
+        // Behind a proxy that appends, the last value (the proxy's) counts.
+        h.insert("x-aether-region", HeaderValue::from_static("eu-west"));
+        h.append("x-aether-region", HeaderValue::from_static("us-east"));
+        assert_eq!(
+            p.locate(ip("203.0.113.1"), &h, true).region,
+            p.id("us-east")
         );
         // Unknown values are ignored, not trusted blindly.
         h.insert("x-aether-region", HeaderValue::from_static("mars-1"));
@@ -670,6 +691,7 @@ mod tests {
             p.sticky_cookie(eu).unwrap(),
             "aether-region=eu-west; Path=/; HttpOnly; SameSite=Lax"
         );
+        assert_eq!(p.sticky_cookie(RegionId(99)), None);
         assert!(GeoRoutingPolicy::builder().region("a b").is_err());
         assert!(GeoRoutingPolicy::builder().country("DEU", "x").is_err());
     }

@@ -846,16 +846,26 @@ impl Service {
         let mut current = None;
         let was = geo.current(hints.client);
         for (i, g) in set.groups.iter().enumerate() {
-            let usable = g
-                .endpoints
-                .iter()
-                .any(|e| e.serves(now_ms) && e.requests_in_flight() < max);
+            // Down (no endpoint passes its checks) is an outage and starts
+            // the failback hold; full (all at their concurrency cap) only
+            // skips the region for this request: a spike is not an outage.
+            let mut serving = false;
+            let mut room = false;
+            for e in &g.endpoints {
+                if e.serves(now_ms) {
+                    serving = true;
+                    if e.requests_in_flight() < max {
+                        room = true;
+                        break;
+                    }
+                }
+            }
             let c = &mut cands[i];
-            c.usable = usable;
+            c.usable = room;
             match g.region {
                 Some(r) => {
-                    geo.observe(r, usable, now_ms);
-                    c.settled = usable && geo.settled(r, now_ms);
+                    geo.observe(r, serving, now_ms);
+                    c.settled = room && geo.settled(r, now_ms);
                     c.cost_ms = geo
                         .policy
                         .expected_latency_ms(hints.client, r)
@@ -865,16 +875,19 @@ impl Service {
                     }
                 }
                 None => {
-                    c.settled = usable;
+                    c.settled = room;
                     c.cost_ms = geo.policy.unknown_latency_ms;
                 }
             }
         }
         let cands = &cands[..set.groups.len()];
+        // A session's region is honoured while it is usable and out of its
+        // failback hold (a session never lands on a region still proving
+        // itself).
         let sticky = hints
             .sticky
             .and_then(|r| set.groups.iter().position(|g| g.region == Some(r)))
-            .filter(|&i| cands[i].usable);
+            .filter(|&i| cands[i].usable && cands[i].settled);
         let first = match sticky {
             Some(i) => Some((i, Reason::Sticky)),
             None => crate::geo::choose::choose(cands, current, geo.policy.hysteresis_ms),
@@ -883,14 +896,19 @@ impl Service {
             plan.reason = Reason::NoHealthyRegion;
             return Ok(Some(plan));
         };
-        if sticky.is_none()
+        // Only a choice made for proximity becomes the region hysteresis
+        // protects: a failover (or a sticky session) must not keep a client
+        // region away from its nearest region once that is back.
+        if reason == Reason::Nearest
             && let Some(r) = set.groups[first].region
             && was != Some(r)
+            && let Some(slot) = geo.current.get(
+                hints
+                    .client
+                    .map_or(geo.current.len() - 1, |c| usize::from(c.0)),
+            )
         {
-            let slot = hints
-                .client
-                .map_or(geo.current.len() - 1, |c| usize::from(c.0));
-            geo.current[slot].store(r.0 + 1, Ordering::Relaxed);
+            slot.store(r.0 + 1, Ordering::Relaxed);
         }
         plan.order[0] = first as u8;
         let rest = crate::geo::choose::fallback_order(cands, first, &mut plan.order[1..]);
@@ -973,9 +991,13 @@ impl Service {
             return match self.policy.all_unhealthy {
                 AllUnhealthy::Fail => Err(Error::NoHealthyEndpoint),
                 AllUnhealthy::RouteToAll => {
-                    random_scan(g.global.len(), |j| open(g.global[j]) && room(g.global[j]))
-                        .map(|j| g.global[j])
-                        .ok_or(Error::CircuitOpen)
+                    let any = |j: usize| open(g.global[j]) && room(g.global[j]);
+                    // Keys keep their endpoint in panic routing too.
+                    let found = match hash {
+                        Some(_) => g.balancer.pick(&g.endpoints, hash, any, now),
+                        None => random_scan(g.global.len(), any),
+                    };
+                    found.map(|j| g.global[j]).ok_or(Error::CircuitOpen)
                 }
             };
         }

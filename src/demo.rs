@@ -294,7 +294,7 @@ pub fn banner(
     ));
     if let Some(admin) = admin {
         s.push_str(&format!(
-            "\nAdmin API (loopback only):\n  curl -s http://{admin}/admin/upstreams   # health, ejections and load of every endpoint\n"
+            "\nAdmin API (loopback only):\n  curl -s http://{admin}/admin/upstreams   # health, ejections and load of every endpoint\n  curl -s http://{admin}/admin/geo         # latency table, measured RTT per region, current choices\n"
         ));
     }
     s.push_str("\nStop with Ctrl-C.\n");

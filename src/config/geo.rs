@@ -12,20 +12,32 @@ use super::validate::{ConfigError, Ctx};
 use crate::geo::{GeoBuilder, GeoError, GeoRoutingPolicy, RegionId, Sticky};
 use crate::router::RouteGeo;
 
-/// Every region an endpoint of some service is in (service regions).
-fn endpoint_regions(raw: &FileConfig) -> Vec<&Spanned<String>> {
+/// Every region an endpoint of some service is in (service regions), with
+/// its field path.
+fn endpoint_regions(raw: &FileConfig) -> Vec<(String, &Spanned<String>)> {
     let mut out = Vec::new();
-    for svc in &raw.services {
-        out.extend(svc.endpoints.iter().filter_map(|e| e.region.as_ref()));
+    for (i, svc) in raw.services.iter().enumerate() {
+        for (j, e) in svc.endpoints.iter().enumerate() {
+            if let Some(r) = &e.region {
+                out.push((format!("services[{i}].endpoints[{j}].region"), r));
+            }
+        }
         if let Some(d) = svc
             .discovery
             .as_ref()
             .and_then(|d| d.get_ref().region.as_ref())
         {
-            out.push(d);
+            out.push((format!("services[{i}].discovery.region"), d));
         }
     }
     out
+}
+
+/// ISO 3166-1 alpha-2 codes in use (what GeoIP databases and CDNs send).
+const COUNTRIES: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW XK";
+
+fn is_country(code: &str) -> bool {
+    code.len() == 2 && COUNTRIES.split(' ').any(|c| c.eq_ignore_ascii_case(code))
 }
 
 /// Build the policy.
@@ -43,9 +55,10 @@ pub(super) fn build(
     // together the names a rule may use (a typo in a rule is an error, not
     // a silent fallback to the default).
     let mut service_regions = BTreeSet::new();
-    for (i, r) in endpoint_regions(raw).into_iter().enumerate() {
+    let endpoint_regions = endpoint_regions(raw);
+    for (field, r) in &endpoint_regions {
         b.region(r.get_ref())
-            .map_err(|e| bad(r, format!("services: endpoint region #{i}"), e))?;
+            .map_err(|e| bad(r, field.clone(), e))?;
         service_regions.insert(r.get_ref().as_str());
     }
     let mut known: BTreeSet<&str> = service_regions.clone();
@@ -99,24 +112,61 @@ pub(super) fn build(
                 format!("{:?} is not a CIDR or IP address", n.cidr.get_ref()),
             )
         })?;
+        if net.trunc() != net {
+            return Err(cx.spanned(
+                &n.cidr,
+                format!("geo.networks[{i}].cidr"),
+                format!(
+                    "{:?} has host bits set: did you mean \"{}\"?",
+                    n.cidr.get_ref(),
+                    net.trunc()
+                ),
+            ));
+        }
+        if let Some(j) = g.networks[..i]
+            .iter()
+            .position(|o| super::validate::parse_cidr(o.cidr.get_ref()) == Some(net))
+        {
+            return Err(cx.spanned(
+                &n.cidr,
+                format!("geo.networks[{i}].cidr"),
+                format!("{net} already has a rule (geo.networks[{j}])"),
+            ));
+        }
         rule_region(&mut b, &n.region, format!("geo.networks[{i}].region"))?;
         b.network(net, n.region.get_ref())
             .map_err(|e| bad(&n.region, format!("geo.networks[{i}].region"), e))?;
     }
     for (i, c) in g.countries.iter().enumerate() {
+        let field = format!("geo.countries[{i}].country");
+        let code = c.country.get_ref();
+        if !is_country(code) {
+            let hint = match code.to_ascii_uppercase().as_str() {
+                "UK" => " (the United Kingdom is \"GB\")",
+                "EL" => " (Greece is \"GR\")",
+                _ => "",
+            };
+            return Err(cx.spanned(
+                &c.country,
+                field,
+                format!("{code:?} is not an ISO 3166-1 alpha-2 country code (e.g. \"DE\"){hint}"),
+            ));
+        }
+        if let Some(j) = g.countries[..i]
+            .iter()
+            .position(|o| o.country.get_ref().eq_ignore_ascii_case(code))
+        {
+            return Err(cx.spanned(
+                &c.country,
+                field,
+                format!("{code:?} already has a rule (geo.countries[{j}])"),
+            ));
+        }
         rule_region(&mut b, &c.region, format!("geo.countries[{i}].region"))?;
-        b.country(c.country.get_ref(), c.region.get_ref())
-            .map_err(|_| {
-                cx.spanned(
-                    &c.country,
-                    format!("geo.countries[{i}].country"),
-                    format!(
-                        "{:?} is not an ISO 3166-1 alpha-2 country code (e.g. \"DE\")",
-                        c.country.get_ref()
-                    ),
-                )
-            })?;
+        b.country(code, c.region.get_ref())
+            .map_err(|e| cx.spanned(&c.country, field, e.to_string()))?;
     }
+
     for (i, c) in g.continents.iter().enumerate() {
         rule_region(&mut b, &c.region, format!("geo.continents[{i}].region"))?;
         let ok = matches!(
@@ -129,6 +179,20 @@ pub(super) fn build(
                 format!("geo.continents[{i}].continent"),
                 format!(
                     "{:?} is not a continent code (AF, AN, AS, EU, NA, OC, SA)",
+                    c.continent.get_ref()
+                ),
+            ));
+        }
+        if let Some(j) = g.continents[..i].iter().position(|o| {
+            o.continent
+                .get_ref()
+                .eq_ignore_ascii_case(c.continent.get_ref())
+        }) {
+            return Err(cx.spanned(
+                &c.continent,
+                format!("geo.continents[{i}].continent"),
+                format!(
+                    "{:?} already has a rule (geo.continents[{j}])",
                     c.continent.get_ref()
                 ),
             ));
@@ -191,6 +255,56 @@ pub(super) fn build(
         b.cache_entries(*n.get_ref());
     }
     b.sticky(sticky(cx, g)?);
+    // Regions the table cannot reach or does not know: worth a warning
+    // (a typo in a row or an endpoint's region is otherwise silent).
+    let has_table = !g.latency_ms.is_empty() || !g.default_latency_ms.is_empty();
+    let columns: BTreeSet<&str> = g
+        .latency_ms
+        .values()
+        .flat_map(|row| row.get_ref().keys())
+        .chain(g.default_latency_ms.keys())
+        .map(String::as_str)
+        .collect();
+    let mut warned = BTreeSet::new();
+    for (field, r) in &endpoint_regions {
+        let name = r.get_ref().as_str();
+        if has_table && !columns.contains(name) && warned.insert(name) {
+            warnings.push(
+                cx.spanned(
+                    r,
+                    field.clone(),
+                    format!(
+                        "region {name:?} is in no [geo.latency_ms] column nor [geo.default_latency_ms]: clients of other regions see it at unknown_latency_ms"
+                    ),
+                )
+                .to_string(),
+            );
+        }
+    }
+    if g.region_header.is_none() {
+        let placed: BTreeSet<&str> = g
+            .default_region
+            .iter()
+            .map(|d| d.get_ref().as_str())
+            .chain(g.networks.iter().map(|n| n.region.get_ref().as_str()))
+            .chain(g.countries.iter().map(|c| c.region.get_ref().as_str()))
+            .chain(g.continents.iter().map(|c| c.region.get_ref().as_str()))
+            .collect();
+        for (client, row) in &g.latency_ms {
+            if !placed.contains(client.as_str()) {
+                warnings.push(
+                    cx.spanned(
+                        row,
+                        format!("geo.latency_ms.{client}"),
+                        format!(
+                            "no rule places clients in {client:?} (not default_region nor a networks/countries/continents region): this row is never used"
+                        ),
+                    )
+                    .to_string(),
+                );
+            }
+        }
+    }
     if g.latency_ms.is_empty() && g.default_latency_ms.is_empty() {
         warnings.push(
             "[geo] has no latency_ms table: only same-region endpoints count as near (others cost unknown_latency_ms)".into(),
@@ -219,9 +333,22 @@ fn sticky(cx: &Ctx<'_>, g: &GeoFile) -> Result<Sticky, ConfigError> {
             }
             Ok(Sticky::Cookie(n))
         }
-        "header" => http::HeaderName::from_bytes(named("x-aether-sticky-region").as_bytes())
-            .map(Sticky::Header)
-            .map_err(|_| bad_name("header")),
+        "header" => {
+            let h = http::HeaderName::from_bytes(named("x-aether-sticky-region").as_bytes())
+                .map_err(|_| bad_name("header"))?;
+            if g.region_header
+                .as_ref()
+                .is_some_and(|r| r.get_ref().eq_ignore_ascii_case(h.as_str()))
+            {
+                let at = name.or(g.sticky.as_ref()).expect("header mode was given");
+                return Err(cx.spanned(
+                    at,
+                    "geo.sticky_name",
+                    "must differ from region_header: a trusted proxy's location and a client's session are different claims",
+                ));
+            }
+            Ok(Sticky::Header(h))
+        }
         other => Err(cx.spanned(
             g.sticky.as_ref().expect("a mode other than off was given"),
             "geo.sticky",
@@ -241,11 +368,13 @@ pub(super) fn route_geo(
     let field = |f: &str| format!("routes[{i}].{f}");
     let Some(geo) = geo else {
         if let Some(x) = &r.region {
-            return Err(cx.spanned(x, field("region"), "needs a [geo] section"));
+            return Err(cx.spanned(
+                x,
+                field("region"),
+                "pins a region, which needs a [geo] section",
+            ));
         }
-        if let Some(x) = &r.geo {
-            return Err(cx.spanned(x, field("geo"), "needs a [geo] section"));
-        }
+        // `geo = false` without [geo] asks for what happens anyway.
         return Ok(RouteGeo::Nearest);
     };
     match (&r.region, &r.geo) {
@@ -429,6 +558,42 @@ service = "world-service"
                 "unknown field `hysteresis`",
             ),
             (
+                "[geo]\n[[geo.countries]]\ncountry = \"UK\"\nregion = \"eu-west\"\n",
+                3,
+                "geo.countries[0].country",
+                "the United Kingdom is \"GB\"",
+            ),
+            (
+                "[geo]\n[[geo.countries]]\ncountry = \"DE\"\nregion = \"eu-west\"\n[[geo.countries]]\ncountry = \"de\"\nregion = \"us-east\"\n",
+                6,
+                "geo.countries[1].country",
+                "already has a rule (geo.countries[0])",
+            ),
+            (
+                "[geo]\n[[geo.continents]]\ncontinent = \"EU\"\nregion = \"eu-west\"\n[[geo.continents]]\ncontinent = \"EU\"\nregion = \"us-east\"\n",
+                6,
+                "geo.continents[1].continent",
+                "already has a rule (geo.continents[0])",
+            ),
+            (
+                "[geo]\n[[geo.networks]]\ncidr = \"203.0.113.0/24\"\nregion = \"eu-west\"\n[[geo.networks]]\ncidr = \"203.0.113.0/24\"\nregion = \"us-east\"\n",
+                6,
+                "geo.networks[1].cidr",
+                "already has a rule (geo.networks[0])",
+            ),
+            (
+                "[geo]\n[[geo.networks]]\ncidr = \"203.0.113.7/24\"\nregion = \"eu-west\"\n",
+                3,
+                "geo.networks[0].cidr",
+                "did you mean \"203.0.113.0/24\"",
+            ),
+            (
+                "[geo]\nregion_header = \"x-aether-region\"\nsticky = \"header\"\nsticky_name = \"X-Aether-Region\"\n",
+                4,
+                "geo.sticky_name",
+                "must differ from region_header",
+            ),
+            (
                 "[geo.latency_ms]\n\"us east\" = { us-east = 1 }\n",
                 2,
                 "geo.latency_ms.us east.us-east",
@@ -470,8 +635,29 @@ service = "world-service"
             Path::new("gw.toml"),
         )
         .unwrap();
-        // A latency column nobody serves is worth a warning, not an error.
-        assert_eq!(cfg.warnings.len(), 0, "{:?}", cfg.warnings);
+        // Worth warnings, not errors: an endpoint region the table does not
+        // know, a row no rule places clients in.
+        assert_eq!(cfg.warnings.len(), 2, "{:?}", cfg.warnings);
+        assert!(
+            cfg.warnings[0].starts_with("gw.toml:10:10: services[0].endpoints[1].region: region \"eu-west\" is in no [geo.latency_ms] column"),
+            "{:?}",
+            cfg.warnings
+        );
+        assert!(
+            cfg.warnings[1]
+                .contains("geo.latency_ms.ap-south: no rule places clients in \"ap-south\""),
+            "{:?}",
+            cfg.warnings
+        );
+        // geo = false without [geo] asks for what happens anyway.
+        parse(
+            &format!("{BASE}{}", route("geo = false\n")),
+            Path::new("gw.toml"),
+        )
+        .unwrap();
+        let (l, f, m) = at(&route("geo = false\nregion = \"eu-west\"\n"));
+        assert_eq!((l, f.as_str()), (6, "routes[1].region"));
+        assert!(m.contains("needs a [geo] section"), "{m}");
     }
 
     #[test]
@@ -486,5 +672,20 @@ service = "world-service"
             "{:?}",
             cfg.warnings
         );
+    }
+
+    #[test]
+    fn geo_warnings_for_hashing_and_endpoints_without_a_region() {
+        let text = format!(
+            "{}[[services.endpoints]]\naddress = \"127.0.0.1:9003\"\n[geo]\ndefault_region = \"us-east\"\n[geo.latency_ms]\nus-east = {{ us-east = 10, eu-west = 80 }}\n",
+            BASE.replace(
+                "name = \"world-service\"\n",
+                "name = \"world-service\"\nbalance = \"consistent_hash\"\nhash_key = \"header:x-world\"\n"
+            )
+        );
+        let cfg = parse(&text, Path::new("gw.toml")).unwrap();
+        let w = cfg.warnings.join("\n");
+        assert!(w.contains("some endpoints have no region"), "{w}");
+        assert!(w.contains("one key can land on different endpoints"), "{w}");
     }
 }

@@ -220,13 +220,30 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
         let mut service = super::upstream::build_service(cx, i, svc, &mut warnings)?;
         if let Some(g) = &geo {
             let regions = super::geo::service_regions(&raw, svc.name.get_ref());
-            if regions.len() > crate::geo::MAX_SERVICE_REGIONS {
+            // Endpoints without a region form a group of their own.
+            let unregioned = svc.endpoints.iter().any(|e| e.region.is_none())
+                || svc
+                    .discovery
+                    .as_ref()
+                    .is_some_and(|d| d.get_ref().region.is_none());
+            if !regions.is_empty() && unregioned {
+                warnings.push(format!(
+                    "services[{i}] ({}): some endpoints have no region: with [geo] they get requests only when no region can serve",
+                    svc.name.get_ref()
+                ));
+            }
+            if regions.len() + usize::from(unregioned) > crate::geo::MAX_SERVICE_REGIONS {
                 return Err(cx.spanned(
                     &svc.name,
                     format!("services[{i}]"),
                     format!(
-                        "endpoints in {} regions: geo routing takes at most {} per service",
+                        "endpoints in {} regions{}: geo routing takes at most {} per service",
                         regions.len(),
+                        if unregioned {
+                            " and some without one"
+                        } else {
+                            ""
+                        },
                         crate::geo::MAX_SERVICE_REGIONS
                     ),
                 ));
@@ -552,6 +569,16 @@ fn add_routes(
             .and_then(|s| s.policy().hash_key.clone()),
         geo: super::geo::route_geo(cx, i, r, geo, &super::geo::service_regions(raw, service))?,
     };
+    if policy.hash_key.is_some()
+        && policy.geo == crate::router::RouteGeo::Nearest
+        && geo.is_some()
+        && super::geo::service_regions(raw, service).len() > 1
+    {
+        warnings.push(format!(
+            "routes[{i}] ({}): its service hashes requests to endpoints, but geo routing chooses the region per client first: one key can land on different endpoints for clients in different regions (pin the route with region = \"...\" or set geo = false to keep one key on one endpoint)",
+            r.path.get_ref()
+        ));
+    }
     if policy.hash_key == Some(crate::upstream::HashKey::User) && !auth_configured {
         warnings.push(format!(
             "routes[{i}] ({}): its service hashes by user, but there is no [auth]: its requests are spread round robin",

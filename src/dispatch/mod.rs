@@ -183,10 +183,27 @@ impl Dispatcher {
     /// exceeded its cap while streaming, [`Error::ClientBodyTimeout`] when the
     /// client paused too long in its body, [`Error::UpstreamProtocol`] for any
     /// other failure.
+    ///
+    /// With geo routing, the client's region is `ctx.client_region` (a
+    /// region name of the service's policy; empty or unknown: none) and a
+    /// session's sticky region is read from the request as `[geo] sticky`
+    /// says.
     pub async fn dispatch(
         &self,
         ctx: DispatchContext,
         request: Request<RequestBody>,
+    ) -> Result<Response<ResponseBody>, Error> {
+        self.dispatch_hinted(ctx, request, None).await
+    }
+
+    /// [`Dispatcher::dispatch`] with the client's region and sticky region
+    /// already resolved (the pipeline's way: no name lookup, no request
+    /// extension to allocate).
+    pub(crate) async fn dispatch_hinted(
+        &self,
+        ctx: DispatchContext,
+        request: Request<RequestBody>,
+        hints: Option<GeoHints>,
     ) -> Result<Response<ResponseBody>, Error> {
         let service = self
             .services
@@ -208,11 +225,11 @@ impl Dispatcher {
         let timeout = ctx.route.policy.timeout;
         let progress = request.body().progress();
         let hash = request_hash(service, &ctx, &request);
-        let hints = match (request.extensions().get::<GeoHints>(), service.geo_policy()) {
-            (Some(h), _) => *h,
+        let hints = match (hints, service.geo_policy()) {
+            (Some(h), _) => h,
             (None, Some(geo)) => GeoHints {
                 client: geo.id(&ctx.client_region),
-                sticky: None,
+                sticky: geo.sticky_region(request.headers()),
             },
             (None, None) => GeoHints::default(),
         };

@@ -211,7 +211,7 @@ async fn proxy(
     // Geo: where the client is (the trusted region header, the operator's
     // networks, GeoIP, the default) and the region its session sticks to;
     // the dispatcher chooses the region per service with these.
-    let sticky = match &snap.geo {
+    let hints = match &snap.geo {
         Some(geo) => {
             let hints = GeoHints {
                 client: geo.locate(client_ip, req.headers(), peer_trusted).region,
@@ -221,8 +221,7 @@ async fn proxy(
                 // A client's own claim of where it is: never passed on.
                 req.headers_mut().remove(h);
             }
-            req.extensions_mut().insert(hints);
-            Some((geo, hints.sticky))
+            Some(hints)
         }
         None => None,
     };
@@ -292,13 +291,16 @@ async fn proxy(
         parts,
         RequestBody::streaming(body, limit, snap.client_body_timeout),
     );
-    let mut resp = snap.dispatcher.dispatch(ctx, upstream_req).await?;
+    let mut resp = snap
+        .dispatcher
+        .dispatch_hinted(ctx, upstream_req, hints)
+        .await?;
     // A session gets its home region once, from a choice made for
     // proximity; an existing home is never rewritten (it is ignored while
     // it cannot serve, and used again once it can). A failover, a pinned
     // route, a retry elsewhere or a service with one region says nothing
     // about where the session belongs.
-    if let Some((geo, None)) = sticky
+    if let (Some(geo), Some(GeoHints { sticky: None, .. })) = (&snap.geo, hints)
         && let Some(chosen) = resp.extensions().get::<ChosenRegion>()
         && chosen.choice
         && matches!(chosen.reason, Reason::Nearest | Reason::Hysteresis)

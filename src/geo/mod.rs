@@ -87,8 +87,8 @@ pub struct ClientInfo {
     pub peer_trusted: bool,
 }
 
-/// Hints the pipeline leaves in a request's extensions for the dispatcher:
-/// the client's region and the session's sticky region, already resolved.
+/// What the pipeline passes the dispatcher with a request: the client's
+/// region and the session's sticky region, already resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GeoHints {
     /// The client's region.

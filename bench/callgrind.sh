@@ -4,6 +4,8 @@
 #   plain      — route without auth or limits
 #   auth       — [auth] on the route, one RS256 token (the cached path)
 #   ratelimit  — a local per-IP limit on the route (every request allowed)
+#   geo        — [geo] on: the client located (a CIDR rule miss, then the
+#                default region) and the region chosen among two
 #
 #   bench/callgrind.sh [requests]     (default 2000)
 #
@@ -36,11 +38,12 @@ cleanup() {
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP_PORT=$(free_port)
+UP_PORT2=$(free_port)
 printf '%s\n' \
   "worker_processes 1; daemon on; error_log $WORK/error.log crit; pid $WORK/nginx.pid;" \
   "events { worker_connections 1024; }" \
   "http { access_log off; keepalive_requests 1000000;" \
-  "  server { listen 127.0.0.1:$UP_PORT; location / { return 200 '{\"ok\":true}'; } } }" \
+  "  server { listen 127.0.0.1:$UP_PORT; listen 127.0.0.1:$UP_PORT2; location / { return 200 '{\"ok\":true}'; } } }" \
   > "$WORK/nginx.conf"
 "$NGINX" -c "$WORK/nginx.conf" -p "$WORK"
 
@@ -56,10 +59,17 @@ config() { # variant port
     printf '%s\n' "[auth]" 'issuer = "aether-auth"' 'audiences = ["aether-api"]' 'algorithms = ["RS256"]' \
       "[[auth.keys]]" 'kid = "k"' 'algorithm = "RS256"' "pem_file = \"$WORK/jwt.pub\""
   fi
-  printf '%s\n' "[[services]]" 'name = "w"' "[[services.endpoints]]" "address = \"127.0.0.1:$UP_PORT\"" \
-    "[[routes]]" 'method = "GET"' 'path = "/api/v1/worlds/{id}"' 'service = "w"'
+  printf '%s\n' "[[services]]" 'name = "w"' "[[services.endpoints]]" "address = \"127.0.0.1:$UP_PORT\""
+  if [ "$1" = geo ]; then
+    printf '%s\n' 'region = "us-east"' "[[services.endpoints]]" "address = \"127.0.0.1:$UP_PORT2\"" 'region = "eu-west"'
+  fi
+  printf '%s\n' "[[routes]]" 'method = "GET"' 'path = "/api/v1/worlds/{id}"' 'service = "w"'
   if [ "$1" = ratelimit ]; then
     echo 'rate_limit = { requests_per_minute = 1000000000, key = "ip" }'
+  fi
+  if [ "$1" = geo ]; then
+    printf '%s\n' "[geo]" 'default_region = "us-east"' "[[geo.networks]]" 'cidr = "198.51.100.0/24"' 'region = "eu-west"' \
+      "[geo.latency_ms]" 'us-east = { us-east = 10, eu-west = 80 }' 'eu-west = { us-east = 80, eu-west = 10 }'
   fi
 }
 
@@ -109,7 +119,7 @@ PY
 
 printf '| variant | instructions/request | vs plain |\n|---|---|---|\n'
 base=""
-for v in plain auth ratelimit; do
+for v in plain auth ratelimit geo; do
   per=$(( $(run "$v" "$N") / N ))
   [ -z "$base" ] && base=$per
   printf '| %s | %d | %s |\n' "$v" "$per" "$(awk -v p="$per" -v b="$base" 'BEGIN { printf "%+.1f %%", (p / b - 1) * 100 }')"

@@ -63,11 +63,15 @@ fn label_region(
     let reason = Reason::ALL[(chosen & 0x7F) as usize];
     resp.headers_mut()
         .insert(&X_AETHER_REGION, geo.header_value(region, reason).clone());
-    resp.extensions_mut().insert(ChosenRegion {
-        region,
-        reason,
-        choice: chosen & 0x80 != 0,
-    });
+    // Only the sticky cookie reads it so far (an extension map is an
+    // allocation per response).
+    if matches!(geo.sticky, crate::geo::Sticky::Cookie(_)) {
+        resp.extensions_mut().insert(ChosenRegion {
+            region,
+            reason,
+            choice: chosen & 0x80 != 0,
+        });
+    }
     resp
 }
 

@@ -97,7 +97,8 @@ pub struct GeoHints {
     pub sticky: Option<RegionId>,
 }
 
-/// The region a response came from and why (in the response's extensions).
+/// The region a response came from and why (in the response's extensions
+/// when `sticky = "cookie"`; the `x-aether-region` header always says it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChosenRegion {
     /// The region of the endpoint that answered.

@@ -109,6 +109,11 @@ fn pair(upstream: &str, region: &str) -> (String, String) {
     (upstream.to_owned(), region.to_owned())
 }
 
+/// `client` is served by `upstream` with this `x-aether-region`.
+async fn expect(gw: &RunningGateway, client: &str, upstream: &str, region: &str) {
+    assert_eq!(routed(gw, client).await, pair(upstream, region), "{client}");
+}
+
 #[tokio::test]
 async fn clients_reach_the_region_their_address_places_them_in() {
     let us = Upstream::start("us").await;
@@ -125,44 +130,42 @@ async fn clients_reach_the_region_their_address_places_them_in() {
     let geo = format!("mmdb = {:?}\n", db.display().to_string());
     let gw = gateway(&config(us.addr, eu.addr, "", &geo, "")).await;
 
-    let nearest = |r: &str| format!("{r}; reason=nearest");
-    // The operator's network rule.
-    assert_eq!(
-        routed(&gw, "198.51.100.7").await,
-        pair("eu", &nearest("eu-west"))
-    );
-    // GeoIP: Germany → eu-west, the US → us-east, IPv4 and IPv6.
-    assert_eq!(
-        routed(&gw, "203.0.113.9").await,
-        pair("eu", &nearest("eu-west"))
-    );
-    assert_eq!(
-        routed(&gw, "192.0.2.1").await,
-        pair("us", &nearest("us-east"))
-    );
-    assert_eq!(
-        routed(&gw, "2001:db8:de::77").await,
-        pair("eu", &nearest("eu-west"))
-    );
-    assert_eq!(
-        routed(&gw, "2001:db8:1::5").await,
-        pair("us", &nearest("us-east"))
-    );
-    // A country without a rule, and an address the database does not know:
-    // the default region.
-    assert_eq!(
-        routed(&gw, "100.64.1.1").await,
-        pair("us", &nearest("us-east"))
-    );
-    assert_eq!(
-        routed(&gw, "10.9.8.7").await,
-        pair("us", &nearest("us-east"))
-    );
-    // The second request of a prefix is answered from the cache: the same.
-    assert_eq!(
-        routed(&gw, "203.0.113.200").await,
-        pair("eu", &nearest("eu-west"))
-    );
+    for (client, upstream, region, why) in [
+        (
+            "198.51.100.7",
+            "eu",
+            "eu-west",
+            "the operator's network rule",
+        ),
+        ("203.0.113.9", "eu", "eu-west", "GeoIP: Germany"),
+        ("192.0.2.1", "us", "us-east", "GeoIP: the US"),
+        ("2001:db8:de::77", "eu", "eu-west", "GeoIP: Germany, IPv6"),
+        ("2001:db8:1::5", "us", "us-east", "GeoIP: the US, IPv6"),
+        (
+            "100.64.1.1",
+            "us",
+            "us-east",
+            "a country without a rule: the default",
+        ),
+        (
+            "10.9.8.7",
+            "us",
+            "us-east",
+            "unknown to the database: the default",
+        ),
+        (
+            "203.0.113.200",
+            "eu",
+            "eu-west",
+            "the same prefix again, from the cache",
+        ),
+    ] {
+        assert_eq!(
+            routed(&gw, client).await,
+            pair(upstream, &format!("{region}; reason=nearest")),
+            "{client}: {why}"
+        );
+    }
 
     // The region header of a trusted proxy wins over the address.
     let r = get_as(
@@ -230,53 +233,32 @@ async fn a_down_region_fails_over_and_comes_back_after_the_failback_hold() {
     .await;
     wait_health(&gw, eu.addr, "healthy").await;
     let eu_client = "198.51.100.7";
-    assert_eq!(
-        routed(&gw, eu_client).await,
-        pair("eu", "eu-west; reason=nearest")
-    );
+    expect(&gw, eu_client, "eu", "eu-west; reason=nearest").await;
 
     // Every upstream of eu-west stopped (connections refused): the
     // next-closest region.
     eu.stop();
     wait_health(&gw, eu.addr, "unhealthy").await;
     for _ in 0..3 {
-        assert_eq!(
-            routed(&gw, eu_client).await,
-            pair("us", "us-east; reason=failover")
-        );
+        expect(&gw, eu_client, "us", "us-east; reason=failover").await;
     }
     // A us-east client never noticed.
-    assert_eq!(
-        routed(&gw, "192.0.2.1").await,
-        pair("us", "us-east; reason=nearest")
-    );
+    expect(&gw, "192.0.2.1", "us", "us-east; reason=nearest").await;
 
     // Back up: not used again until it has been up for failback_seconds.
     let eu = eu.restart().await;
     wait_health(&gw, eu.addr, "healthy").await;
-    assert_eq!(
-        routed(&gw, eu_client).await,
-        pair("us", "us-east; reason=failover")
-    );
+    expect(&gw, eu_client, "us", "us-east; reason=failover").await;
     clock.advance_by(Duration::from_millis(29_999));
-    assert_eq!(
-        routed(&gw, eu_client).await,
-        pair("us", "us-east; reason=failover")
-    );
+    expect(&gw, eu_client, "us", "us-east; reason=failover").await;
     clock.advance_by(Duration::from_millis(1));
-    assert_eq!(
-        routed(&gw, eu_client).await,
-        pair("eu", "eu-west; reason=nearest")
-    );
+    expect(&gw, eu_client, "eu", "eu-west; reason=nearest").await;
     assert_eq!(eu.hits(), 1);
 
     // Failing its checks (503) is down too.
     eu.set_health(503, "down");
     wait_health(&gw, eu.addr, "unhealthy").await;
-    assert_eq!(
-        routed(&gw, eu_client).await,
-        pair("us", "us-east; reason=failover")
-    );
+    expect(&gw, eu_client, "us", "us-east; reason=failover").await;
 }
 
 /// A region's measured probe RTT, once it is within `range` (deadline 15 s).
@@ -316,20 +298,14 @@ async fn hysteresis_keeps_players_where_they_are_until_a_region_is_clearly_bette
     let gw = gateway(&text).await;
     wait_health(&gw, eu.addr, "healthy").await;
     let eu_client = "198.51.100.7";
-    assert_eq!(
-        routed(&gw, eu_client).await,
-        pair("eu", "eu-west; reason=nearest")
-    );
+    expect(&gw, eu_client, "eu", "eu-west; reason=nearest").await;
 
     // eu-west's probes now take ~30 ms: 10 + 30 is worse than us-east's
     // 25 (+ ~0), but by less than the margin: players stay.
     eu.set_health_delay_ms(30);
     wait_measured(&gw, "eu-west", 22..=50).await;
     for _ in 0..3 {
-        assert_eq!(
-            routed(&gw, eu_client).await,
-            pair("eu", "eu-west; reason=hysteresis")
-        );
+        expect(&gw, eu_client, "eu", "eu-west; reason=hysteresis").await;
     }
     let geo = admin(&gw, "/admin/geo").await.json();
     assert_eq!(
@@ -340,10 +316,7 @@ async fn hysteresis_keeps_players_where_they_are_until_a_region_is_clearly_bette
     // ~150 ms: clearly worse, they move.
     eu.set_health_delay_ms(150);
     wait_measured(&gw, "eu-west", 100..=10_000).await;
-    assert_eq!(
-        routed(&gw, eu_client).await,
-        pair("us", "us-east; reason=nearest")
-    );
+    expect(&gw, eu_client, "us", "us-east; reason=nearest").await;
     let geo = admin(&gw, "/admin/geo").await.json();
     assert_eq!(
         geo["services"][0]["current"]["eu-west"], "us-east",
@@ -381,10 +354,7 @@ async fn a_full_region_is_skipped_without_a_failback_hold() {
     };
     eu.wait_for_hits(1).await;
     // ... so its next players go to us-east for now ...
-    assert_eq!(
-        routed(&gw, eu_client).await,
-        pair("us", "us-east; reason=failover")
-    );
+    expect(&gw, eu_client, "us", "us-east; reason=failover").await;
     // ... and come back as soon as it has room: full is not down.
     slow.abort();
     eu.set_delay_ms(0);
@@ -398,10 +368,7 @@ async fn a_full_region_is_skipped_without_a_failback_hold() {
         // A poll interval, not synchronisation: the condition is re-read.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(
-        routed(&gw, eu_client).await,
-        pair("eu", "eu-west; reason=nearest")
-    );
+    expect(&gw, eu_client, "eu", "eu-west; reason=nearest").await;
 }
 
 #[tokio::test]
@@ -411,10 +378,7 @@ async fn measured_latency_moves_clients_off_a_slow_region() {
     let gw = gateway(&config(us.addr, eu.addr, FAST_CHECKS, "", "")).await;
     wait_health(&gw, eu.addr, "healthy").await;
     let eu_client = "198.51.100.7";
-    assert_eq!(
-        routed(&gw, eu_client).await,
-        pair("eu", "eu-west; reason=nearest")
-    );
+    expect(&gw, eu_client, "eu", "eu-west; reason=nearest").await;
 
     // eu-west's endpoint answers its probes 200 ms late: 10 + 200 ms is
     // worse than us-east's 80 ms by more than the margin.
@@ -427,10 +391,7 @@ async fn measured_latency_moves_clients_off_a_slow_region() {
         eu_west["expected_ms"]["eu-west"].as_u64().unwrap(),
         10 + eu_west["measured_ms"].as_u64().unwrap()
     );
-    assert_eq!(
-        routed(&gw, eu_client).await,
-        pair("us", "us-east; reason=nearest")
-    );
+    expect(&gw, eu_client, "us", "us-east; reason=nearest").await;
 }
 
 #[tokio::test]

@@ -1,0 +1,253 @@
+//! Which peers an allocation may relay to.
+//!
+//! A TURN server is a proxy: left open, it lets anyone on the internet send
+//! UDP to the server's own loopback, to the private network behind it, or
+//! to cloud metadata endpoints. coturn shipped this hole more than once
+//! (CVE-2020-26262: `0.0.0.0` and `[::]` reached loopback; earlier, IPv4
+//! targets written in IPv6 forms slipped past IPv4 deny lists), so every
+//! special range is denied by default, in every IPv6 form that carries an
+//! IPv4 address, unless the operator allows it explicitly.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+
+/// Why a peer is refused (the 403's reason, for logs and counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Forbidden {
+    /// `0.0.0.0`/8, `::`: "this host" reaches the relay's own loopback on most stacks.
+    #[error("unspecified address")]
+    Unspecified,
+    /// `127.0.0.0/8`, `::1`.
+    #[error("loopback address")]
+    Loopback,
+    /// RFC 1918, `fc00::/7` (unique local), `fec0::/10` (site local).
+    #[error("private address")]
+    Private,
+    /// `169.254.0.0/16` (cloud metadata lives here), `fe80::/10`.
+    #[error("link-local address")]
+    LinkLocal,
+    /// `100.64.0.0/10` (carrier-grade NAT).
+    #[error("shared (CGNAT) address")]
+    SharedNat,
+    /// `224.0.0.0/4`, `ff00::/8`, `255.255.255.255`.
+    #[error("multicast or broadcast address")]
+    Multicast,
+    /// `240.0.0.0/4`, `192.0.0.0/24`, `198.18.0.0/15` and other
+    /// special-purpose IPv4 blocks no peer lives in.
+    #[error("reserved address")]
+    Reserved,
+    /// One of the gateway's own listener addresses.
+    #[error("the gateway's own address")]
+    Own,
+}
+
+/// The peer policy of a relay.
+#[derive(Debug, Clone, Default)]
+pub struct PeerPolicy {
+    allowed: Vec<IpNet>,
+    own: Vec<IpAddr>,
+}
+
+impl PeerPolicy {
+    /// Deny the special ranges, except inside `allowed`; always deny `own`
+    /// (the gateway's listener addresses) unless allowed too.
+    pub fn new(allowed: Vec<IpNet>, own: Vec<IpAddr>) -> Self {
+        PeerPolicy { allowed, own }
+    }
+
+    /// May an allocation send to `peer`?
+    ///
+    /// # Errors
+    /// [`Forbidden`] with the range the peer (or the IPv4 address an IPv6
+    /// form carries) falls in.
+    pub fn check(&self, peer: IpAddr) -> Result<(), Forbidden> {
+        // Allowed ranges are matched against the address as written and
+        // against the IPv4 address it carries, so `allowed = 127.0.0.1/32`
+        // also admits `::ffff:127.0.0.1` (the same socket).
+        let v4 = embedded_v4(peer);
+        let allowed = |ip: IpAddr| self.allowed.iter().any(|n| n.contains(&ip));
+        if allowed(peer) || v4.is_some_and(|v| allowed(IpAddr::V4(v))) {
+            return Ok(());
+        }
+        if self
+            .own
+            .iter()
+            .any(|o| *o == peer || embedded_v4(*o).zip(v4).is_some_and(|(a, b)| a == b))
+        {
+            return Err(Forbidden::Own);
+        }
+        match (peer, v4) {
+            (_, Some(v4)) => check_v4(v4),
+            (IpAddr::V6(v6), None) => check_v6(v6),
+            (IpAddr::V4(_), None) => unreachable!("an IPv4 address is its own embedded address"),
+        }
+    }
+}
+
+/// The IPv4 address an address stands for: itself, or the one carried by
+/// an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`),
+/// NAT64 (`64:ff9b::/96`, `64:ff9b:1::/48`) or 6to4 (`2002::/16`) address.
+pub fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
+    let v6 = match ip {
+        IpAddr::V4(v4) => return Some(v4),
+        IpAddr::V6(v6) => v6,
+    };
+    let s = v6.segments();
+    let o = v6.octets();
+    let last32 = || Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if v6.is_unspecified() || v6.is_loopback() {
+        // IPv6's own `::` and `::1` (not the compatible forms of 0.0.0.0/0.0.0.1).
+        return None;
+    }
+    if s[..5] == [0; 5] && (s[5] == 0xffff || s[5] == 0) {
+        return Some(last32());
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..3] == [0x64, 0xff9b, 1] {
+        return Some(last32());
+    }
+    if s[0] == 0x2002 {
+        return Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+    }
+    None
+}
+
+fn check_v4(ip: Ipv4Addr) -> Result<(), Forbidden> {
+    let [a, b, c, _] = ip.octets();
+    Err(match (a, b, c) {
+        (0, _, _) => Forbidden::Unspecified,
+        (127, _, _) => Forbidden::Loopback,
+        (10, _, _) | (192, 168, _) => Forbidden::Private,
+        (172, 16..=31, _) => Forbidden::Private,
+        (169, 254, _) => Forbidden::LinkLocal,
+        (100, 64..=127, _) => Forbidden::SharedNat,
+        (224..=239, _, _) => Forbidden::Multicast,
+        _ if ip.is_broadcast() => Forbidden::Multicast,
+        (240..=255, _, _) => Forbidden::Reserved,
+        (192, 0, 0) | (198, 18..=19, _) => Forbidden::Reserved,
+        _ => return Ok(()),
+    })
+}
+
+fn check_v6(ip: Ipv6Addr) -> Result<(), Forbidden> {
+    let s0 = ip.segments()[0];
+    Err(match s0 {
+        _ if ip.is_unspecified() => Forbidden::Unspecified,
+        _ if ip.is_loopback() => Forbidden::Loopback,
+        0xfc00..=0xfdff => Forbidden::Private,
+        0xfec0..=0xfeff => Forbidden::Private,
+        0xfe80..=0xfebf => Forbidden::LinkLocal,
+        0xff00..=0xffff => Forbidden::Multicast,
+        // Teredo hides an obfuscated IPv4 client address; nothing a voice
+        // peer needs, so it is refused whole.
+        0x2001 if ip.segments()[1] == 0 => Forbidden::Reserved,
+        _ => return Ok(()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deny(ip: &str) -> Result<(), Forbidden> {
+        PeerPolicy::default().check(ip.parse().unwrap())
+    }
+
+    #[test]
+    fn special_ranges_are_refused_in_every_form() {
+        let cases = [
+            ("0.0.0.0", Forbidden::Unspecified),
+            ("::", Forbidden::Unspecified),
+            ("0.1.2.3", Forbidden::Unspecified),
+            ("127.0.0.1", Forbidden::Loopback),
+            ("127.255.0.9", Forbidden::Loopback),
+            ("::1", Forbidden::Loopback),
+            ("::ffff:127.0.0.1", Forbidden::Loopback),
+            ("::127.0.0.1", Forbidden::Loopback),
+            ("64:ff9b::7f00:1", Forbidden::Loopback),
+            ("2002:7f00:1::", Forbidden::Loopback),
+            ("::ffff:0.0.0.0", Forbidden::Unspecified),
+            ("10.1.2.3", Forbidden::Private),
+            ("172.16.0.1", Forbidden::Private),
+            ("172.31.255.255", Forbidden::Private),
+            ("192.168.1.1", Forbidden::Private),
+            ("::ffff:10.0.0.1", Forbidden::Private),
+            ("64:ff9b:1::a00:1", Forbidden::Private),
+            ("fd00::1", Forbidden::Private),
+            ("fec0::1", Forbidden::Private),
+            ("169.254.169.254", Forbidden::LinkLocal),
+            ("::ffff:169.254.169.254", Forbidden::LinkLocal),
+            ("fe80::1", Forbidden::LinkLocal),
+            ("100.64.0.1", Forbidden::SharedNat),
+            ("100.127.255.255", Forbidden::SharedNat),
+            ("224.0.0.1", Forbidden::Multicast),
+            ("239.255.255.250", Forbidden::Multicast),
+            ("255.255.255.255", Forbidden::Multicast),
+            ("ff02::1", Forbidden::Multicast),
+            ("240.0.0.1", Forbidden::Reserved),
+            ("192.0.0.8", Forbidden::Reserved),
+            ("198.18.0.1", Forbidden::Reserved),
+            ("2001:0:4136:e378::1", Forbidden::Reserved),
+        ];
+        for (ip, why) in cases {
+            assert_eq!(deny(ip), Err(why), "{ip}");
+        }
+    }
+
+    #[test]
+    fn ordinary_peers_pass() {
+        for ip in [
+            "203.0.113.7",
+            "198.51.100.1",
+            "8.8.4.4",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2001:db8::1",
+            "2a00:1450::1",
+            "::ffff:203.0.113.7",
+            "2002:cb00:7107::",
+        ] {
+            assert_eq!(deny(ip), Ok(()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn allowed_ranges_and_own_addresses() {
+        let p = PeerPolicy::new(
+            vec!["127.0.0.1/32".parse().unwrap()],
+            vec!["203.0.113.9".parse().unwrap()],
+        );
+        assert_eq!(p.check("127.0.0.1".parse().unwrap()), Ok(()));
+        assert_eq!(p.check("::ffff:127.0.0.1".parse().unwrap()), Ok(()));
+        assert_eq!(
+            p.check("127.0.0.2".parse().unwrap()),
+            Err(Forbidden::Loopback)
+        );
+        assert_eq!(p.check("203.0.113.9".parse().unwrap()), Err(Forbidden::Own));
+        assert_eq!(
+            p.check("::ffff:203.0.113.9".parse().unwrap()),
+            Err(Forbidden::Own)
+        );
+        assert_eq!(p.check("203.0.113.10".parse().unwrap()), Ok(()));
+    }
+
+    proptest::proptest! {
+        /// An IPv4 address and its mapped, compatible and NAT64 forms get
+        /// the same verdict.
+        #[test]
+        fn ipv6_forms_of_an_ipv4_address_share_its_verdict(v4 in proptest::num::u32::ANY) {
+            let v4 = Ipv4Addr::from(v4);
+            let p = PeerPolicy::default();
+            let verdict = p.check(IpAddr::V4(v4));
+            let o = v4.octets();
+            let forms = [
+                IpAddr::V6(v4.to_ipv6_mapped()),
+                IpAddr::V6(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, u16::from_be_bytes([o[0], o[1]]), u16::from_be_bytes([o[2], o[3]]))),
+                IpAddr::V6(Ipv6Addr::new(0x2002, u16::from_be_bytes([o[0], o[1]]), u16::from_be_bytes([o[2], o[3]]), 0, 0, 0, 0, 1)),
+            ];
+            for f in forms {
+                proptest::prop_assert_eq!(p.check(f), verdict, "{}", f);
+            }
+        }
+    }
+}

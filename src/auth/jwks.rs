@@ -125,6 +125,18 @@ impl RemoteJwks {
         loop {
             let next = {
                 let mut last = self.last_fetch.lock().await;
+                // At start, a request may have fetched first (an unknown kid
+                // while no set was loaded): if that fetch got a set, this
+                // one waits its minimum interval like any other.
+                if due_after.is_zero()
+                    && self
+                        .last_document
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .is_some()
+                {
+                    due_after = self.config.min_refresh;
+                }
                 // An unknown-kid refetch ran meanwhile: the interval counts
                 // from it, so the two never fetch back to back.
                 if let Some(wait) = last

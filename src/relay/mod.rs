@@ -22,6 +22,7 @@
 
 pub mod bitrate;
 pub mod peer;
+pub mod proto;
 
 use std::time::Duration;
 

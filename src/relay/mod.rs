@@ -1,12 +1,13 @@
 //! The voice relay: what a VR client's voice session may use of the
 //! gateway's STUN/TURN relay.
 //!
-//! This release has the relay's policy parts, pure and tested on their own:
-//! the [`RelayProfile`] a session runs under, the per-allocation bitrate
-//! cap ([`bitrate`]) and the peer policy ([`peer`]) that keeps the relay
-//! from reaching the gateway's own network. The STUN/TURN protocol core and
-//! its UDP/TCP shell build on them (the `[relay]` config section is refused
-//! until they land).
+//! This release has the relay's policy parts and the start of its
+//! protocol core, pure and tested on their own: the [`RelayProfile`] a
+//! session runs under, the per-allocation bitrate cap ([`bitrate`]), the
+//! peer policy ([`peer`]) that keeps the relay from reaching the gateway's
+//! own network, and STUN Binding ([`proto::stun`]). TURN's allocation state
+//! machine and the UDP/TCP shell build on them (the `[relay]` config
+//! section is refused until they land; see `docs/relay-design.md`).
 //!
 //! ```
 //! use aether_gateway::{RelaySession, RelayProfile, NatMode, RelayRegion};

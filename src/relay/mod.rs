@@ -21,6 +21,7 @@
 //! assert!(session.admit(160 + 48, std::time::Duration::from_millis(20)));
 //! ```
 
+pub mod auth;
 pub mod bitrate;
 pub mod peer;
 pub mod proto;

@@ -6,4 +6,5 @@
 //! So far: STUN Binding (RFC 8489). TURN's allocation state machine
 //! builds on it.
 
+pub mod integrity;
 pub mod stun;

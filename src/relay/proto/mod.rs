@@ -6,5 +6,6 @@
 //! So far: STUN Binding (RFC 8489). TURN's allocation state machine
 //! builds on it.
 
+pub mod authn;
 pub mod integrity;
 pub mod stun;

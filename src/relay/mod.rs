@@ -5,9 +5,11 @@
 //! protocol core, pure and tested on their own: the [`RelayProfile`] a
 //! session runs under, the per-allocation bitrate cap ([`bitrate`]), the
 //! peer policy ([`peer`]) that keeps the relay from reaching the gateway's
-//! own network, and STUN Binding ([`proto::stun`]). TURN's allocation state
-//! machine and the UDP/TCP shell build on them (the `[relay]` config
-//! section is refused until they land; see `docs/relay-design.md`).
+//! own network, STUN Binding ([`proto::stun`]), the long-term credential
+//! mechanism ([`proto::authn`], [`auth`]) and TURN's allocation state
+//! machine ([`proto::turn`], see `LIFECYCLE.md`). The UDP/TCP shell that
+//! drives them from sockets is next (the `[relay]` config section is
+//! refused until it lands; see `docs/relay-design.md`).
 //!
 //! ```
 //! use aether_gateway::{RelaySession, RelayProfile, NatMode, RelayRegion};

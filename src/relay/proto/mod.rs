@@ -9,3 +9,4 @@
 pub mod authn;
 pub mod integrity;
 pub mod stun;
+pub mod turn;

@@ -76,9 +76,14 @@ pub fn parse(datagram: &[u8]) -> Option<Message<'_>> {
 /// Answer a datagram from `from` (the address its packets come from, as
 /// the socket saw it), writing any reply into `out` (at least 128 bytes).
 pub fn answer(datagram: &[u8], from: SocketAddr, out: &mut [u8]) -> Answer {
-    let Some(msg) = parse(datagram) else {
-        return Answer::Drop;
-    };
+    match parse(datagram) {
+        Some(msg) => answer_parsed(&msg, from, out),
+        None => Answer::Drop,
+    }
+}
+
+/// [`answer`] for a message already parsed (with [`parse`]).
+pub fn answer_parsed(msg: &Message<'_>, from: SocketAddr, out: &mut [u8]) -> Answer {
     if !msg.has_method(BINDING) {
         return Answer::NotBinding;
     }
@@ -104,9 +109,9 @@ pub fn answer(datagram: &[u8], from: SocketAddr, out: &mut [u8]) -> Answer {
         }
     }
     let written = if n_unknown > 0 {
-        unknown_attributes(&msg, &unknown[..n_unknown], fingerprint, out)
+        unknown_attributes(msg, &unknown[..n_unknown], fingerprint, out)
     } else {
-        mapped_address(&msg, from, fingerprint, out)
+        mapped_address(msg, from, fingerprint, out)
     };
     match written {
         Some(n) => Answer::Reply(n),

@@ -289,14 +289,14 @@ impl TurnCore {
         if datagram.first().is_some_and(|b| b & 0xC0 == 0x40) {
             return self.channel_data(five, datagram, now_ms);
         }
-        match stun::answer(datagram, five.client, out) {
+        let Some(msg) = stun::parse(datagram) else {
+            return Action::Drop(DropReason::Malformed);
+        };
+        match stun::answer_parsed(&msg, five.client, out) {
             stun::Answer::Reply(n) => return Action::Reply(n),
             stun::Answer::Drop => return Action::Drop(DropReason::Malformed),
             stun::Answer::NotBinding => {}
         }
-        let Some(msg) = stun::parse(datagram) else {
-            return Action::Drop(DropReason::Malformed);
-        };
         if msg.has_class(MessageClass::Indication) {
             return if msg.has_method(SEND) {
                 self.send_indication(five, &msg, datagram, now_ms)

@@ -1,0 +1,63 @@
+//! The TURN core fed hostile datagrams from clients and peers: never a
+//! panic; without credentials no allocation and no relayed byte; every
+//! relayed payload a range of its datagram; every reply a well-formed STUN
+//! message no larger than the output buffer.
+#![no_main]
+
+use std::collections::HashMap;
+
+use aether_gateway::relay::proto::authn::Authenticator;
+use aether_gateway::relay::proto::stun::parse;
+use aether_gateway::relay::proto::turn::{Action, FiveTuple, RelaySockets, TurnConfig, TurnCore};
+use libfuzzer_sys::fuzz_target;
+
+struct Ports(u16);
+
+impl RelaySockets for Ports {
+    fn open(&mut self) -> Option<u16> {
+        self.0 += 1;
+        Some(50_000 + self.0)
+    }
+    fn close(&mut self, _port: u16) {}
+}
+
+fuzz_target!(|data: &[u8]| {
+    let auth = Authenticator::new(
+        "aether".into(),
+        None,
+        HashMap::from([("alice".to_owned(), "alicepass".to_owned())]),
+        b"fuzz-nonce-key-fuzz-nonce-key-32",
+        600,
+    );
+    let mut core = TurnCore::new(TurnConfig::new("192.0.2.1".parse().unwrap()), auth);
+    let mut ports = Ports(0);
+    let mut out = vec![0u8; 1500];
+    let five = FiveTuple {
+        client: "198.51.100.7:40000".parse().unwrap(),
+        server: "192.0.2.1:3478".parse().unwrap(),
+    };
+    // Several datagrams in one input, split on a marker, alternately from
+    // the client and from a peer.
+    for (i, d) in data.split(|&b| b == 0xFE).take(16).enumerate() {
+        let now = i as u64 * 1_000;
+        let action = if i % 4 == 3 {
+            core.on_peer(50_001, "203.0.113.50:7000".parse().unwrap(), d, now, &mut out)
+        } else {
+            core.on_client(five, d, now, 1_800_000_000, &mut ports, &mut out)
+        };
+        match action {
+            Action::Reply(n) => {
+                assert!(n <= out.len());
+                assert!(parse(&out[..n]).is_some(), "a reply that does not parse");
+            }
+            Action::ToPeer { start, end, .. } => {
+                // No credential can be forged by the fuzzer, so nothing is relayed.
+                assert!(start <= end && end <= d.len());
+                panic!("relayed without an allocation");
+            }
+            Action::ToClient { .. } => panic!("delivered without an allocation"),
+            Action::Drop(_) => {}
+        }
+        assert_eq!(core.allocations(), 0);
+    }
+});

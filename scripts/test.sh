@@ -10,9 +10,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the test-suite drives: redis-server for the shared rate
-# limits (tests/ratelimit.rs starts its own on an ephemeral port). coturn
-# and a Python venv for aioice join this list with the relay.
-APT_PACKAGES=(redis-server)
+# limits (tests/ratelimit.rs starts its own on an ephemeral port); coturn for
+# the relay's real-client tests (its turnutils_uclient, turnutils_peer and
+# turnutils_stunclient, see tests/support/turn_tools.rs; its turnserver is
+# never started by the tests); python3 + python3-venv for the aioice venv
+# below.
+APT_PACKAGES=(redis-server coturn python3 python3-venv)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -27,6 +30,20 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+
+# The aioice TURN client (tests/support/aioice_turn.py) in a venv under
+# target/ (git-ignored), built with Debian's python3 so it does not depend on
+# whichever python3 comes first in PATH; pip runs only when the pinned
+# version is not there yet.
+AIOICE_PIN="aioice==0.13.0"
+VENV=target/test-venv
+if ! "$VENV/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("aioice") != "0.13.0")' 2>/dev/null; then
+  rm -rf "$VENV"
+  mkdir -p target
+  /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet "$AIOICE_PIN" "dnspython==2.9.2" "ifaddr==0.2.0"
+fi
+export AETHER_TEST_PYTHON="$PWD/$VENV/bin/python"
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 
 use aether_gateway::relay::proto::authn::Authenticator;
 use aether_gateway::relay::proto::stun::parse;
-use aether_gateway::relay::proto::turn::{Action, FiveTuple, RelaySockets, TurnConfig, TurnCore};
+use aether_gateway::relay::proto::turn::{
+    Action, FiveTuple, RelaySockets, Transport, TurnConfig, TurnCore,
+};
 use libfuzzer_sys::fuzz_target;
 
 struct Ports(u16);
@@ -35,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let five = FiveTuple {
         client: "198.51.100.7:40000".parse().unwrap(),
         server: "192.0.2.1:3478".parse().unwrap(),
+        transport: Transport::Udp,
     };
     // Several datagrams in one input, split on a marker, alternately from
     // the client and from a peer.

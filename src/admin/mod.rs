@@ -7,6 +7,11 @@
 //! - `GET /admin/geo`: geo routing's latency table (configured and
 //!   measured), each service's regions and the region each client region
 //!   is sent to now.
+//! - `GET /admin/relay`: the voice relay's allocations, relayed packets
+//!   and bytes, drops by reason (counts only, never per user).
+//! - `POST /admin/relay/revoke?user=NAME`: delete the user's allocations
+//!   now and refuse the user's requests until credentials issued before
+//!   lapse; `DELETE` on the same path lifts it.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -73,25 +78,37 @@ struct Upstreams {
 
 fn handle(snapshot: &SnapshotSource, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    let known = matches!(path, "/healthz" | "/admin/upstreams" | "/admin/geo");
-    if !known {
-        return json(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": "not found"}),
-        );
-    }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+    let allow = match path {
+        "/healthz" | "/admin/upstreams" | "/admin/geo" | "/admin/relay" => "GET, HEAD",
+        "/admin/relay/revoke" => "POST, DELETE",
+        _ => {
+            return json(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({"error": "not found"}),
+            );
+        }
+    };
+    let allowed = match allow {
+        "GET, HEAD" => req.method() == Method::GET || req.method() == Method::HEAD,
+        _ => req.method() == Method::POST || req.method() == Method::DELETE,
+    };
+    if !allowed {
         let mut r = json(
             StatusCode::METHOD_NOT_ALLOWED,
             &serde_json::json!({"error": "method not allowed"}),
         );
         r.headers_mut()
-            .insert(header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
+            .insert(header::ALLOW, http::HeaderValue::from_static(allow));
         return r;
     }
     match path {
         "/healthz" => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         "/admin/geo" => json(StatusCode::OK, &geo_status(&snapshot.snapshot.load())),
+        "/admin/relay" => match &snapshot.relay {
+            Some(r) => json(StatusCode::OK, &r.status()),
+            None => json(StatusCode::OK, &serde_json::json!({"enabled": false})),
+        },
+        "/admin/relay/revoke" => revoke(snapshot, req),
         _ => {
             let snap = snapshot.snapshot.load();
             let mut services: Vec<ServiceHealth> = snap
@@ -103,6 +120,44 @@ fn handle(snapshot: &SnapshotSource, req: &Request<Incoming>) -> Response<Full<B
             json(StatusCode::OK, &Upstreams { services })
         }
     }
+}
+
+fn revoke(snapshot: &SnapshotSource, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(relay) = &snapshot.relay else {
+        return json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "no [relay] configured"}),
+        );
+    };
+    let user = req.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "user")
+            .map(|(_, v)| v.into_owned())
+    });
+    let Some(user) = user.filter(|u| !u.is_empty()) else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({"error": "give the user: ?user=NAME (a static user or a token's sub)"}),
+        );
+    };
+    if req.method() == Method::DELETE {
+        let was = relay.unrevoke(&user);
+        tracing::info!(user = %user, was_revoked = was, "relay revocation lifted");
+        return json(
+            StatusCode::OK,
+            &serde_json::json!({"user": user, "was_revoked": was}),
+        );
+    }
+    let deleted = relay.revoke(&user);
+    tracing::info!(user = %user, allocations_deleted = deleted, "relay user revoked");
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "user": user,
+            "allocations_deleted": deleted,
+            "revoked_until": relay.revoked_until(&user),
+        }),
+    )
 }
 
 fn geo_status(snap: &crate::config::Snapshot) -> serde_json::Value {

@@ -32,7 +32,7 @@ impl Default for IdentityHeaders {
     }
 }
 
-fn resolve(cx: &Ctx<'_>, p: &str) -> PathBuf {
+pub(super) fn resolve(cx: &Ctx<'_>, p: &str) -> PathBuf {
     let p = PathBuf::from(p);
     if p.is_absolute() {
         return p;

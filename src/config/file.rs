@@ -35,9 +35,9 @@ pub struct FileConfig {
     /// `[geo]`: client location and region choice.
     #[serde(default)]
     pub geo: Option<Spanned<GeoFile>>,
-    /// See `auth`.
+    /// `[relay]`: the STUN/TURN voice relay.
     #[serde(default)]
-    pub relay: Option<Spanned<toml::Value>>,
+    pub relay: Option<Spanned<RelayFile>>,
     /// See `auth`.
     #[serde(default)]
     pub log: Option<Spanned<toml::Value>>,
@@ -136,6 +136,152 @@ pub struct AdminFile {
     /// authentication yet). Default false.
     #[serde(default)]
     pub allow_remote: bool,
+}
+
+/// `[relay]`: the STUN/TURN voice relay (see `docs/configuration.md#relay`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayFile {
+    /// `ip:port` of the UDP (and TCP) listener. Default `0.0.0.0:3478`.
+    #[serde(default = "default_relay_listen")]
+    pub listen: Spanned<String>,
+    /// Also serve TURN over TCP on `listen` (RFC 8656 §3.1). Default true.
+    #[serde(default = "yes")]
+    pub tcp: bool,
+    /// The long-term credential realm. Default `aether`.
+    #[serde(default = "default_realm")]
+    pub realm: Spanned<String>,
+    /// The address put in XOR-RELAYED-ADDRESS (the relay's public address). Required.
+    pub relay_address: Option<Spanned<String>>,
+    /// Where relayed sockets bind, when it differs from `relay_address`
+    /// (behind a 1:1 NAT). Default `relay_address`.
+    pub relay_bind_address: Option<Spanned<String>>,
+    /// Relayed ports, `"lo-hi"`. Default `49152-65535`.
+    #[serde(default = "default_relay_ports")]
+    pub relay_ports: Spanned<String>,
+    /// Environment variable with the REST credential secret.
+    pub secret_env: Option<Spanned<String>>,
+    /// File with the REST credential secret (trailing newline ignored).
+    pub secret_file: Option<Spanned<String>>,
+    /// The previous secret, still accepted during a rotation (environment).
+    pub previous_secret_env: Option<Spanned<String>>,
+    /// The previous secret (file).
+    pub previous_secret_file: Option<Spanned<String>>,
+    /// Lifetime of the credentials the gateway issues, s. Default 600.
+    #[serde(default = "default_credential_ttl")]
+    pub credential_ttl_seconds: Spanned<u64>,
+    /// Cap on what one allocation relays to peers, kbps of voice payload
+    /// (0: none). Default 64.
+    #[serde(default = "default_bitrate")]
+    pub max_bitrate_kbps: Spanned<u32>,
+    /// Allocations one user may hold (486 beyond). Default 4.
+    #[serde(default = "default_per_user")]
+    pub max_allocations_per_user: Spanned<usize>,
+    /// Allocations in all (508 beyond). Default 10000.
+    #[serde(default = "default_max_allocations")]
+    pub max_allocations: Spanned<usize>,
+    /// Permissions per allocation (508 beyond). Default 64.
+    #[serde(default = "default_per_allocation")]
+    pub max_permissions_per_allocation: Spanned<usize>,
+    /// Channels per allocation (508 beyond). Default 64.
+    #[serde(default = "default_per_allocation")]
+    pub max_channels_per_allocation: Spanned<usize>,
+    /// Peer ranges allowed although special (loopback, private, …). Default none.
+    #[serde(default)]
+    pub allowed_peers: Vec<Spanned<String>>,
+    /// Static long-term users, for testing.
+    #[serde(default)]
+    pub users: Vec<RelayUserFile>,
+    /// The gateway's own route handing out credentials. Default
+    /// `/api/v1/voice/credentials`.
+    #[serde(default = "default_credentials_path")]
+    pub credentials_path: Spanned<String>,
+    /// Roles a token needs for credentials. Default none (any valid token).
+    #[serde(default)]
+    pub credentials_roles: Vec<Spanned<String>>,
+    /// TURN URIs of this relay handed to clients. Default
+    /// `turn:<relay_address>:<port>?transport=udp` (and `tcp`).
+    #[serde(default)]
+    pub uris: Vec<Spanned<String>>,
+    /// This relay's region (a `[geo]` region).
+    pub region: Option<Spanned<String>>,
+    /// Relays of other regions, for clients closer to them.
+    #[serde(default)]
+    pub regions: Vec<RelayRegionFile>,
+    /// Unauthenticated answers (401/438) per source /24 or /56 per second. Default 10.
+    #[serde(default = "default_challenges")]
+    pub challenges_per_second: Spanned<u32>,
+    /// Their burst. Default 20.
+    #[serde(default = "default_challenge_burst")]
+    pub challenge_burst: Spanned<u32>,
+    /// A nonce is stale (438) after this long, s. Default 600.
+    #[serde(default = "default_nonce_lifetime")]
+    pub nonce_lifetime_seconds: Spanned<u64>,
+    /// Open TCP client connections at most. Default 4096.
+    #[serde(default = "default_tcp_connections")]
+    pub max_tcp_connections: Spanned<usize>,
+}
+
+/// `[[relay.users]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayUserFile {
+    /// The user name.
+    pub name: Spanned<String>,
+    /// Its password, in the file (testing).
+    pub password: Option<Spanned<String>>,
+    /// Environment variable holding its password.
+    pub password_env: Option<Spanned<String>>,
+}
+
+/// `[[relay.regions]]`: another region's relay.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayRegionFile {
+    /// The region (a `[geo]` region).
+    pub name: Spanned<String>,
+    /// Its TURN URIs.
+    pub uris: Vec<Spanned<String>>,
+}
+
+fn default_relay_listen() -> Spanned<String> {
+    Spanned::new(0..0, "0.0.0.0:3478".to_owned())
+}
+fn default_realm() -> Spanned<String> {
+    Spanned::new(0..0, "aether".to_owned())
+}
+fn default_relay_ports() -> Spanned<String> {
+    Spanned::new(0..0, "49152-65535".to_owned())
+}
+fn default_credential_ttl() -> Spanned<u64> {
+    Spanned::new(0..0, 600)
+}
+fn default_bitrate() -> Spanned<u32> {
+    Spanned::new(0..0, 64)
+}
+fn default_per_user() -> Spanned<usize> {
+    Spanned::new(0..0, 4)
+}
+fn default_max_allocations() -> Spanned<usize> {
+    Spanned::new(0..0, 10_000)
+}
+fn default_per_allocation() -> Spanned<usize> {
+    Spanned::new(0..0, 64)
+}
+fn default_credentials_path() -> Spanned<String> {
+    Spanned::new(0..0, "/api/v1/voice/credentials".to_owned())
+}
+fn default_challenges() -> Spanned<u32> {
+    Spanned::new(0..0, 10)
+}
+fn default_challenge_burst() -> Spanned<u32> {
+    Spanned::new(0..0, 20)
+}
+fn default_nonce_lifetime() -> Spanned<u64> {
+    Spanned::new(0..0, 600)
+}
+fn default_tcp_connections() -> Spanned<usize> {
+    Spanned::new(0..0, 4096)
 }
 
 fn default_admin_listen() -> Spanned<String> {

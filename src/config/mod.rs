@@ -5,6 +5,7 @@ pub mod auth;
 pub mod file;
 pub mod geo;
 pub mod ratelimit;
+pub mod relay;
 pub mod snapshot;
 pub mod upstream;
 pub mod validate;

@@ -32,6 +32,9 @@ pub struct Snapshot {
     pub rate_limits: super::ratelimit::RateLimits,
     /// Geo routing, when `[geo]` is configured (the services hold it too).
     pub geo: Option<std::sync::Arc<crate::geo::GeoRoutingPolicy>>,
+    /// The issuer of TURN credentials, when `[relay]` and `[auth]` are
+    /// configured (its route is in `router`).
+    pub voice: Option<std::sync::Arc<crate::relay::credentials::VoiceCredentials>>,
 }
 
 impl Default for Snapshot {
@@ -47,6 +50,7 @@ impl Default for Snapshot {
             identity_headers: super::auth::IdentityHeaders::default(),
             rate_limits: super::ratelimit::RateLimits::default(),
             geo: None,
+            voice: None,
         }
     }
 }
@@ -76,6 +80,8 @@ pub struct ServerSettings {
     pub send_timeout: Duration,
     /// Where the admin API listens (`None`: no admin listener).
     pub admin_listen: Option<SocketAddr>,
+    /// The STUN/TURN relay, when `[relay]` is configured.
+    pub relay: Option<crate::relay::RelayConfig>,
 }
 
 impl ServerSettings {
@@ -93,6 +99,7 @@ impl ServerSettings {
             tunnel_idle_timeout: Duration::from_secs(300),
             send_timeout: Duration::from_secs(60),
             admin_listen: None,
+            relay: None,
         }
     }
 }

@@ -185,17 +185,15 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
             "there is no [health] section: health checks are set per service, in [services.health_check]",
         ));
     }
-    for (name, section) in [("relay", &raw.relay), ("log", &raw.log)] {
-        if let Some(s) = section {
-            return Err(cx.spanned(
-                s,
-                name,
-                format!("the [{name}] section is not yet supported by this version"),
-            ));
-        }
+    if let Some(s) = &raw.log {
+        return Err(cx.spanned(
+            s,
+            "log",
+            "the [log] section is not yet supported by this version",
+        ));
     }
 
-    let server = build_server(cx, &raw)?;
+    let mut server = build_server(cx, &raw)?;
     let (auth, identity_headers) = match &raw.auth {
         Some(a) => {
             let (mw, headers) = super::auth::build(cx, a, &mut warnings)?;
@@ -253,6 +251,17 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
         dispatcher.add_service(service);
     }
 
+    let relay = match &raw.relay {
+        Some(r) => Some(super::relay::build(
+            cx,
+            r,
+            auth.is_some(),
+            geo.as_deref(),
+            &mut warnings,
+        )?),
+        None => None,
+    };
+
     let mut limits = super::ratelimit::Builder::new(cx, raw.rate_limit.as_ref(), &mut warnings)?;
     let mut router = Router::new();
     for (i, r) in raw.routes.iter().enumerate() {
@@ -265,8 +274,38 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
         };
         add_routes(cx, i, r, &env, &mut limits, &mut router, &mut warnings)?;
     }
-    if raw.routes.is_empty() {
+    if raw.routes.is_empty() && relay.is_none() {
         warnings.push("no [[routes]]: every request will get 404".to_owned());
+    }
+    let mut voice = None;
+    if let Some(built) = relay {
+        if let Some(issuer) = built.credentials {
+            add_credentials_route(cx, &built.path, built.roles, &mut router)?;
+            voice = Some(Arc::new(issuer));
+        }
+        let r = &built.relay;
+        if r.listen.port() != 0
+            && [Some(server.listen), server.admin_listen]
+                .into_iter()
+                .flatten()
+                .any(|l| {
+                    l.port() == r.listen.port()
+                        && (l.ip() == r.listen.ip()
+                            || l.ip().is_unspecified()
+                            || r.listen.ip().is_unspecified())
+                })
+            && r.tcp
+        {
+            return Err(cx.spanned(
+                &raw.relay.as_ref().expect("built from it").get_ref().listen,
+                "relay.listen",
+                format!(
+                    "{} is taken by another listener: the relay's TCP needs its own port",
+                    r.listen
+                ),
+            ));
+        }
+        server.relay = Some(built.relay);
     }
 
     let trusted = raw
@@ -304,9 +343,46 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
             identity_headers,
             rate_limits,
             geo,
+            voice,
         },
         warnings,
     })
+}
+
+/// The gateway's own `POST <credentials_path>`: a token is always needed.
+fn add_credentials_route(
+    cx: &Ctx<'_>,
+    path: &Spanned<String>,
+    roles: Vec<String>,
+    router: &mut Router,
+) -> Result<(), ConfigError> {
+    let route = Route {
+        method: HttpMethod::Post,
+        path: path.get_ref().clone(),
+        target: ServiceTarget::Named("aether-gateway".to_owned()),
+        rate_limit: None,
+    };
+    let policy = RoutePolicy {
+        auth: RouteAuth {
+            mode: AuthMode::Required,
+            roles,
+            scopes: Vec::new(),
+            forward_authorization: false,
+        },
+        name: Arc::from(format!("POST {}", path.get_ref())),
+        internal: Some(crate::router::Internal::VoiceCredentials),
+        ..RoutePolicy::default()
+    };
+    router.try_add_route(route, policy).map_err(|e| {
+        cx.spanned(
+            path,
+            "relay.credentials_path",
+            format!(
+                "{e}: the gateway serves this path itself when [relay] and [auth] are configured"
+            ),
+        )
+    })?;
+    Ok(())
 }
 
 /// A route's auth settings; without `[auth]` only `auth = "public"` is allowed.
@@ -464,6 +540,7 @@ fn build_server(cx: &Ctx<'_>, raw: &FileConfig) -> Result<ServerSettings, Config
             }
             None => None,
         },
+        relay: None,
     })
 }
 
@@ -568,6 +645,7 @@ fn add_routes(
             .service(&ServiceTarget::from_name(service))
             .and_then(|s| s.policy().hash_key.clone()),
         geo: super::geo::route_geo(cx, i, r, geo, &super::geo::service_regions(raw, service))?,
+        internal: None,
     };
     if policy.hash_key.is_some()
         && policy.geo == crate::router::RouteGeo::Nearest

@@ -65,6 +65,9 @@ pub(crate) struct Shared {
     pub hard_stop: tokio_util::sync::CancellationToken,
     /// A tunnel with no bytes either way for this long is closed.
     pub tunnel_idle_timeout: std::time::Duration,
+    /// The STUN/TURN relay, when `[relay]` is configured (the admin API
+    /// reports and revokes through it).
+    pub relay: Option<Arc<crate::relay::Relay>>,
 }
 
 /// Handle one request end to end; never fails: errors become JSON responses.
@@ -193,6 +196,12 @@ async fn proxy(
             .iter()
             .chain(&snap.rate_limits.global);
         rate_limit(rules, &inputs, rate_status).await?;
+    }
+
+    // Routes the gateway answers itself, after auth and limits like any other.
+    if let Some(crate::router::Internal::VoiceCredentials) = route.policy.internal {
+        let peer_trusted = snap.trusted_proxies.contains(conn.peer_ip);
+        return voice_credentials(snap, verified.as_deref(), client_ip, peer_trusted, &req);
     }
 
     let limit = route
@@ -537,6 +546,53 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// `POST /api/v1/voice/credentials`: short-lived TURN credentials for the
+/// relay closest to the client (or `?region=NAME`'s), as JSON.
+fn voice_credentials(
+    snap: &Snapshot,
+    verified: Option<&Verified>,
+    client_ip: IpAddr,
+    peer_trusted: bool,
+    req: &Request<Incoming>,
+) -> Result<Response<ResponseBody>, Error> {
+    let issuer = snap
+        .voice
+        .as_ref()
+        .ok_or(Error::Internal("credentials route without an issuer"))?;
+    let user = &verified
+        .ok_or(Error::Internal("credentials route without a token"))?
+        .token
+        .subject;
+    let region = match req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("region=")))
+    {
+        Some(name) => crate::RelayRegion::Named(name.to_owned()),
+        None => crate::RelayRegion::Closest,
+    };
+    let client = snap
+        .geo
+        .as_ref()
+        .and_then(|g| g.locate(client_ip, req.headers(), peer_trusted).region);
+    let relay = issuer
+        .relay_for(&region, snap.geo.as_deref(), client)
+        .ok_or(Error::BadRequest("no relay in the requested region"))?;
+    let issued = issuer
+        .issue_now(user, relay)
+        .map_err(|_| Error::BadRequest("the user name is too long for a TURN credential"))?;
+    let body = serde_json::to_vec(&issued).map_err(|_| Error::Internal("credentials JSON"))?;
+    let mut resp = Response::new(ResponseBody::full(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    // A credential is a secret: never stored by a cache on the way.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
 }
 
 fn options_response(allow: Option<HeaderValue>) -> Response<ResponseBody> {

@@ -25,8 +25,12 @@
 
 pub mod auth;
 pub mod bitrate;
+pub mod credentials;
 pub mod peer;
 pub mod proto;
+pub mod server;
+
+pub use server::{Relay, RelayConfig, RelayStatus};
 
 use std::time::Duration;
 

@@ -8,7 +8,7 @@
 //! special range is denied by default, in every IPv6 form that carries an
 //! IPv4 address, unless the operator allows it explicitly.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 
@@ -47,13 +47,46 @@ pub enum Forbidden {
 pub struct PeerPolicy {
     allowed: Vec<IpNet>,
     own: Vec<IpAddr>,
+    own_sockets: Vec<SocketAddr>,
 }
 
 impl PeerPolicy {
     /// Deny the special ranges, except inside `allowed`; always deny `own`
     /// (the gateway's listener addresses) unless allowed too.
     pub fn new(allowed: Vec<IpNet>, own: Vec<IpAddr>) -> Self {
-        PeerPolicy { allowed, own }
+        PeerPolicy {
+            allowed,
+            own,
+            own_sockets: Vec::new(),
+        }
+    }
+
+    /// Also deny these socket addresses (the gateway's HTTP, admin and
+    /// relay listeners) whatever `allowed` says: a relay that lets a client
+    /// talk to the gateway's own ports from inside (coturn's CVE-2020-26262
+    /// class) is never what an operator meant by allowing a range. Only the
+    /// ports are denied, so clients may still relay to each other's relayed
+    /// addresses on the same host.
+    pub fn with_own_sockets(mut self, sockets: Vec<SocketAddr>) -> Self {
+        self.own_sockets = sockets;
+        self
+    }
+
+    /// May an allocation send to `peer` (address and port)?
+    ///
+    /// # Errors
+    /// [`Forbidden::Own`] for one of the gateway's own listener sockets,
+    /// else what [`PeerPolicy::check`] says of its address.
+    pub fn check_socket(&self, peer: SocketAddr) -> Result<(), Forbidden> {
+        let v4 = embedded_v4(peer.ip());
+        let own = self.own_sockets.iter().any(|o| {
+            o.port() == peer.port()
+                && (o.ip() == peer.ip() || embedded_v4(o.ip()).zip(v4).is_some_and(|(a, b)| a == b))
+        });
+        if own {
+            return Err(Forbidden::Own);
+        }
+        self.check(peer.ip())
     }
 
     /// May an allocation send to `peer`?
@@ -151,6 +184,18 @@ mod tests {
 
     fn deny(ip: &str) -> Result<(), Forbidden> {
         PeerPolicy::default().check(ip.parse().unwrap())
+    }
+
+    #[test]
+    fn own_listener_sockets_are_refused_even_inside_an_allowed_range() {
+        let p = PeerPolicy::new(vec!["127.0.0.1/32".parse().unwrap()], vec![])
+            .with_own_sockets(vec!["127.0.0.1:3478".parse().unwrap()]);
+        let at = |s: &str| p.check_socket(s.parse().unwrap());
+        assert_eq!(at("127.0.0.1:3478"), Err(Forbidden::Own));
+        assert_eq!(at("[::ffff:127.0.0.1]:3478"), Err(Forbidden::Own));
+        // Another port of the allowed range, e.g. another client's relayed port.
+        assert_eq!(at("127.0.0.1:50001"), Ok(()));
+        assert_eq!(at("127.0.0.2:3478"), Err(Forbidden::Loopback));
     }
 
     #[test]

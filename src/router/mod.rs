@@ -207,6 +207,15 @@ pub struct RoutePolicy {
     pub hash_key: Option<crate::upstream::HashKey>,
     /// Geo routing for this route (`[geo]` configured): choose, pin, or off.
     pub geo: RouteGeo,
+    /// Served by the gateway itself, not by the target service.
+    pub internal: Option<Internal>,
+}
+
+/// A route the gateway answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Internal {
+    /// `POST /api/v1/voice/credentials`: TURN credentials for the relay.
+    VoiceCredentials,
 }
 
 /// How a route uses geo routing.
@@ -238,6 +247,7 @@ impl Default for RoutePolicy {
             retry: crate::dispatch::retry::RetryPolicy::default(),
             hash_key: None,
             geo: RouteGeo::Nearest,
+            internal: None,
         }
     }
 }

@@ -99,16 +99,29 @@ impl BackendRuntime {
         };
         let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
         let shutdown = CancellationToken::new();
+        // The relay stops after the HTTP drain (a voice call outlives a
+        // request), with the serve task.
+        let relay_stop = CancellationToken::new();
+        let relay = match &self.settings.relay {
+            Some(cfg) => {
+                let own = std::iter::once(local_addr).chain(admin_addr).collect();
+                Some(crate::relay::Relay::start(cfg.clone(), own, relay_stop.clone()).await?)
+            }
+            None => None,
+        };
         let task = tokio::spawn(serve(
             listener,
             admin,
             self.settings,
             self.snapshot,
+            relay.clone(),
             shutdown.clone(),
+            relay_stop,
         ));
         Ok(RunningGateway {
             local_addr,
             admin_addr,
+            relay,
             shutdown,
             task,
         })
@@ -120,6 +133,7 @@ impl BackendRuntime {
 pub struct RunningGateway {
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    relay: Option<Arc<crate::relay::Relay>>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -133,6 +147,11 @@ impl RunningGateway {
     /// The admin listener's bound address, when `[admin]` is configured.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// The STUN/TURN relay, when `[relay]` is configured.
+    pub fn relay(&self) -> Option<&Arc<crate::relay::Relay>> {
+        self.relay.as_ref()
     }
 
     /// Begin a graceful shutdown: stop accepting, let in-flight requests finish.
@@ -213,8 +232,12 @@ async fn serve(
     admin: Option<TcpListener>,
     settings: ServerSettings,
     snapshot: Snapshot,
+    relay: Option<Arc<crate::relay::Relay>>,
     shutdown: CancellationToken,
+    relay_stop: CancellationToken,
 ) {
+    // However serve ends, the relay's sockets close with it.
+    let _relay_stop = relay_stop.drop_guard();
     // Cancelled when the drain deadline passes: connections still open are cut.
     let hard_stop = CancellationToken::new();
     // Background work of the config (JWKS refresh) stops with the listener.
@@ -229,6 +252,7 @@ async fn serve(
         tunnels: TaskTracker::new(),
         hard_stop: hard_stop.clone(),
         tunnel_idle_timeout: settings.tunnel_idle_timeout,
+        relay,
     });
     if let Some(admin) = admin {
         tokio::spawn(crate::admin::serve(

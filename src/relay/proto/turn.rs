@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use stun_types::attribute::{AttributeType, ErrorCode, RawAttribute};
 use stun_types::message::{
@@ -36,6 +37,13 @@ const DATA_ATTR: u16 = 0x0013;
 const XOR_RELAYED_ADDRESS: u16 = 0x0016;
 const REQUESTED_TRANSPORT: u16 = 0x0019;
 const XOR_MAPPED_ADDRESS: u16 = 0x0020;
+
+/// Channel numbers accepted: RFC 8656 allows 0x4000–0x4FFF, RFC 5766
+/// allowed 0x4000–0x7FFF and clients still use it (coturn's own
+/// `turnutils_uclient` binds 0x5B9D and the like). The upper part cannot be
+/// confused with DTLS or RTP when demultiplexing (RFC 7983: first byte 64–79
+/// is TURN, 80–127 unassigned), so accepting it costs nothing.
+const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
 
 /// UDP, as REQUESTED-TRANSPORT names it.
 const UDP: u8 = 17;
@@ -95,14 +103,27 @@ pub trait RelaySockets {
     fn close(&mut self, port: u16);
 }
 
-/// The 5-tuple a client's datagram came on (UDP: the client address and
-/// the server address it was sent to).
+/// How a client reaches the relay (RFC 8656 §3.1: UDP, or a TCP
+/// connection; the relayed side is UDP either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Datagrams on the UDP listener.
+    Udp,
+    /// A TCP connection to the listener: one allocation at most, deleted
+    /// when the connection closes.
+    Tcp,
+}
+
+/// The 5-tuple a client's message came on: the client address, the
+/// listener address it was sent to, and the transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FiveTuple {
     /// The client's address, as the socket saw it.
     pub client: SocketAddr,
     /// The listener address it was sent to.
     pub server: SocketAddr,
+    /// UDP or TCP.
+    pub transport: Transport,
 }
 
 /// What the shell does with a datagram.
@@ -145,6 +166,263 @@ pub enum DropReason {
     NoChannel,
     /// Over the allocation's bitrate cap.
     Bitrate,
+    /// An unauthenticated request from a source prefix over its challenge
+    /// rate: no answer (no amplification, no state).
+    Throttled,
+}
+
+impl DropReason {
+    /// Every reason, in a fixed order (counters are indexed by it).
+    pub const ALL: [DropReason; 6] = [
+        DropReason::Malformed,
+        DropReason::NoAllocation,
+        DropReason::NoPermission,
+        DropReason::NoChannel,
+        DropReason::Bitrate,
+        DropReason::Throttled,
+    ];
+
+    /// A stable lower-case name, for counters.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::NoAllocation => "no_allocation",
+            DropReason::NoPermission => "no_permission",
+            DropReason::NoChannel => "no_channel",
+            DropReason::Bitrate => "bitrate",
+            DropReason::Throttled => "throttled",
+        }
+    }
+
+    /// Its index in [`DropReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Allocation counts shared by every core (shard) of one relay: the
+/// per-user quota (486) and the total capacity (508) hold across shards.
+/// Taken only on the control path (Allocate, delete), never per packet.
+#[derive(Debug)]
+pub struct Quota {
+    max_per_user: usize,
+    max_total: usize,
+    state: Mutex<QuotaState>,
+}
+
+#[derive(Debug, Default)]
+struct QuotaState {
+    per_user: HashMap<String, usize>,
+    total: usize,
+}
+
+impl Quota {
+    /// At most `max_per_user` allocations per user and `max_total` in all.
+    pub fn new(max_per_user: usize, max_total: usize) -> Self {
+        Quota {
+            max_per_user,
+            max_total,
+            state: Mutex::default(),
+        }
+    }
+
+    fn take(&self, user: &str) -> Result<(), u16> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.per_user.get(user).copied().unwrap_or(0) >= self.max_per_user {
+            return Err(ErrorCode::ALLOCATION_QUOTA_REACHED);
+        }
+        if s.total >= self.max_total {
+            return Err(ErrorCode::INSUFFICIENT_CAPACITY);
+        }
+        s.total += 1;
+        *s.per_user.entry(user.to_owned()).or_insert(0) += 1;
+        Ok(())
+    }
+
+    fn give_back(&self, user: &str) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.total = s.total.saturating_sub(1);
+        if let Some(n) = s.per_user.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                s.per_user.remove(user);
+            }
+        }
+    }
+
+    /// Allocations held now, in all shards.
+    pub fn total(&self) -> usize {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+
+    /// Users holding at least one allocation now.
+    pub fn users(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .per_user
+            .len()
+    }
+}
+
+/// Limits how often one source prefix is answered without having
+/// authenticated (401/438 challenges): a fixed table of GCRA cells indexed
+/// by a keyed hash of the prefix, so spoofed floods create no state and the
+/// relay cannot be used to amplify. Prefixes that share a cell share a rate.
+pub struct ChallengeLimiter {
+    cells: Box<[std::sync::atomic::AtomicU64]>,
+    /// Nanoseconds between challenges of one prefix (the rate).
+    interval_ns: u64,
+    /// Burst, in nanoseconds of credit.
+    burst_ns: u64,
+    hasher: std::hash::RandomState,
+}
+
+impl std::fmt::Debug for ChallengeLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChallengeLimiter")
+            .field("cells", &self.cells.len())
+            .field("interval_ns", &self.interval_ns)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChallengeLimiter {
+    /// `per_second` challenges per source prefix (/24 for IPv4, /56 for
+    /// IPv6) with bursts of `burst`, in a table of `cells` entries.
+    pub fn new(per_second: u32, burst: u32, cells: usize) -> Self {
+        let interval_ns = 1_000_000_000 / u64::from(per_second.max(1));
+        ChallengeLimiter {
+            cells: (0..cells.max(1))
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+            interval_ns,
+            burst_ns: interval_ns * u64::from(burst.max(1)),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    fn prefix(ip: IpAddr) -> u128 {
+        match crate::relay::peer::embedded_v4(ip)
+            .map(IpAddr::V4)
+            .unwrap_or(ip)
+        {
+            IpAddr::V4(v4) => u128::from(u32::from(v4) & 0xFFFF_FF00),
+            IpAddr::V6(v6) => (u128::from(v6) & !((1u128 << 72) - 1)) | 1,
+        }
+    }
+
+    /// May `ip` get another challenge at `now_ms` (monotonic)?
+    pub fn admit(&self, ip: IpAddr, now_ms: u64) -> bool {
+        use std::hash::BuildHasher;
+        use std::sync::atomic::Ordering;
+        let cell =
+            &self.cells[(self.hasher.hash_one(Self::prefix(ip)) as usize) % self.cells.len()];
+        // GCRA on the cell's theoretical arrival time (TAT); +1 so that a
+        // fresh cell (0) is always in the past.
+        let now = now_ms.saturating_mul(1_000_000) + 1;
+        let tolerance = self.burst_ns - self.interval_ns;
+        let mut tat = cell.load(Ordering::Relaxed);
+        loop {
+            let base = tat.max(now);
+            if base - now > tolerance {
+                return false;
+            }
+            match cell.compare_exchange_weak(
+                tat,
+                base + self.interval_ns,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(t) => tat = t,
+            }
+        }
+    }
+}
+
+/// Refuse an authenticated request because its user was revoked: the
+/// answer a wrong credential gets (401 with a fresh nonce), so the client
+/// learns nothing more.
+pub fn refuse_revoked(
+    auth: &Authenticator,
+    five: FiveTuple,
+    datagram: &[u8],
+    now_unix: u64,
+    out: &mut [u8],
+) -> Action {
+    stun::parse(datagram)
+        .and_then(|msg| {
+            auth.refuse(
+                &msg,
+                five.client,
+                now_unix,
+                super::authn::Refusal::WrongCredentials,
+                out,
+            )
+        })
+        .map_or(Action::Drop(DropReason::Malformed), Action::Reply)
+}
+
+/// What the lock-free front of the relay made of a client's message.
+#[derive(Debug)]
+pub enum Front {
+    /// Done: do this (a Binding answer, a challenge, a drop).
+    Done(Action),
+    /// ChannelData or a Send indication: for [`TurnCore::client_data`].
+    Data,
+    /// An authenticated request: for [`TurnCore::control`].
+    Control(Authenticated),
+}
+
+/// The part of a client message's handling that needs no allocation state:
+/// parsing, STUN Binding, and authentication with its refusals, rate-limited
+/// per source prefix by `limiter`. The shell runs it before taking any
+/// lock, so floods of unauthenticated requests never touch shared state.
+pub fn front(
+    auth: &Authenticator,
+    limiter: Option<&ChallengeLimiter>,
+    five: FiveTuple,
+    datagram: &[u8],
+    now_ms: u64,
+    now_unix: u64,
+    out: &mut [u8],
+) -> Front {
+    if datagram.first().is_some_and(|b| b & 0xC0 == 0x40) {
+        return Front::Data;
+    }
+    let Some(msg) = stun::parse(datagram) else {
+        return Front::Done(Action::Drop(DropReason::Malformed));
+    };
+    match stun::answer_parsed(&msg, five.client, out) {
+        stun::Answer::Reply(n) => return Front::Done(Action::Reply(n)),
+        stun::Answer::Drop => return Front::Done(Action::Drop(DropReason::Malformed)),
+        stun::Answer::NotBinding => {}
+    }
+    if msg.has_class(MessageClass::Indication) {
+        return if msg.has_method(SEND) {
+            Front::Data
+        } else {
+            Front::Done(Action::Drop(DropReason::Malformed))
+        };
+    }
+    if !msg.has_class(MessageClass::Request) {
+        return Front::Done(Action::Drop(DropReason::Malformed));
+    }
+    match auth.authenticate(datagram, &msg, five.client, now_unix) {
+        Ok(a) => Front::Control(a),
+        Err(refusal) => {
+            if limiter.is_some_and(|l| !l.admit(five.client.ip(), now_ms)) {
+                return Front::Done(Action::Drop(DropReason::Throttled));
+            }
+            Front::Done(
+                match auth.refuse(&msg, five.client, now_unix, refusal, out) {
+                    Some(n) => Action::Reply(n),
+                    None => Action::Drop(DropReason::Malformed),
+                },
+            )
+        }
+    }
 }
 
 struct Channel {
@@ -167,10 +445,26 @@ struct Allocation {
 /// The TURN core of one shard.
 pub struct TurnCore {
     config: TurnConfig,
-    auth: Authenticator,
+    auth: Arc<Authenticator>,
     allocations: HashMap<FiveTuple, Allocation>,
     by_port: HashMap<u16, FiveTuple>,
-    per_user: HashMap<String, usize>,
+    quota: Arc<Quota>,
+}
+
+/// One allocation, as the admin API shows it (no user: allocations are
+/// counted, never listed by user, outside the revocation call).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocationInfo {
+    /// The client's 5-tuple.
+    pub five: FiveTuple,
+    /// The relayed port.
+    pub relay_port: u16,
+    /// Milliseconds (monotonic) when it expires.
+    pub expires_ms: u64,
+    /// Permissions installed (expired ones included until swept).
+    pub permissions: usize,
+    /// Channels bound.
+    pub channels: usize,
 }
 
 impl std::fmt::Debug for TurnCore {
@@ -257,20 +551,51 @@ fn secs_ms(s: u32) -> u64 {
 }
 
 impl TurnCore {
-    /// A core with `config`, checking credentials with `auth`.
+    /// A core with `config`, checking credentials with `auth`, with a
+    /// quota of its own (`config.max_allocations_per_user`,
+    /// `config.max_allocations`).
     pub fn new(config: TurnConfig, auth: Authenticator) -> Self {
+        let quota = Arc::new(Quota::new(
+            config.max_allocations_per_user,
+            config.max_allocations,
+        ));
+        Self::shared(config, Arc::new(auth), quota)
+    }
+
+    /// One shard of a relay: the credentials and the quota are shared with
+    /// the other shards (the quota's limits replace the config's two).
+    pub fn shared(config: TurnConfig, auth: Arc<Authenticator>, quota: Arc<Quota>) -> Self {
         TurnCore {
             config,
             auth,
             allocations: HashMap::new(),
             by_port: HashMap::new(),
-            per_user: HashMap::new(),
+            quota,
         }
     }
 
-    /// Allocations alive.
+    /// Allocations alive in this core.
     pub fn allocations(&self) -> usize {
         self.allocations.len()
+    }
+
+    /// Its allocations, for the admin API.
+    pub fn allocation_info(&self) -> Vec<AllocationInfo> {
+        self.allocations
+            .iter()
+            .map(|(five, a)| AllocationInfo {
+                five: *five,
+                relay_port: a.relay_port,
+                expires_ms: a.expires_ms,
+                permissions: a.permissions.len(),
+                channels: a.channels.len(),
+            })
+            .collect()
+    }
+
+    /// The allocation on this relayed port, if any.
+    pub fn owner_of(&self, relay_port: u16) -> Option<FiveTuple> {
+        self.by_port.get(&relay_port).copied()
     }
 
     /// A datagram from a client. `now_ms` is monotonic, `now_unix` wall
@@ -285,54 +610,60 @@ impl TurnCore {
         sockets: &mut dyn RelaySockets,
         out: &mut [u8],
     ) -> Action {
-        // ChannelData: the first two bits are 01 (RFC 8656 §12).
+        match front(&self.auth, None, five, datagram, now_ms, now_unix, out) {
+            Front::Done(a) => a,
+            Front::Data => self.client_data(five, datagram, now_ms),
+            Front::Control(auth) => self.control(five, datagram, &auth, now_ms, sockets, out),
+        }
+    }
+
+    /// ChannelData or a Send indication from a client (what [`front`]
+    /// called [`Front::Data`]): where to relay its payload. Reads only, so
+    /// the shell runs it under a shared lock; allocates nothing.
+    pub fn client_data(&self, five: FiveTuple, datagram: &[u8], now_ms: u64) -> Action {
         if datagram.first().is_some_and(|b| b & 0xC0 == 0x40) {
             return self.channel_data(five, datagram, now_ms);
         }
+        match stun::parse(datagram) {
+            Some(msg) if msg.has_class(MessageClass::Indication) && msg.has_method(SEND) => {
+                self.send_indication(five, &msg, datagram, now_ms)
+            }
+            _ => Action::Drop(DropReason::Malformed),
+        }
+    }
+
+    /// An authenticated request (what [`front`] called
+    /// [`Front::Control`]): Allocate, Refresh, CreatePermission or
+    /// ChannelBind, answered into `out`.
+    pub fn control(
+        &mut self,
+        five: FiveTuple,
+        datagram: &[u8],
+        auth: &Authenticated,
+        now_ms: u64,
+        sockets: &mut dyn RelaySockets,
+        out: &mut [u8],
+    ) -> Action {
         let Some(msg) = stun::parse(datagram) else {
             return Action::Drop(DropReason::Malformed);
         };
-        match stun::answer_parsed(&msg, five.client, out) {
-            stun::Answer::Reply(n) => return Action::Reply(n),
-            stun::Answer::Drop => return Action::Drop(DropReason::Malformed),
-            stun::Answer::NotBinding => {}
-        }
-        if msg.has_class(MessageClass::Indication) {
-            return if msg.has_method(SEND) {
-                self.send_indication(five, &msg, datagram, now_ms)
-            } else {
-                Action::Drop(DropReason::Malformed)
-            };
-        }
-        if !msg.has_class(MessageClass::Request) {
-            return Action::Drop(DropReason::Malformed);
-        }
-        let auth = match self
-            .auth
-            .authenticate(datagram, &msg, five.client, now_unix)
-        {
-            Ok(a) => a,
-            Err(refusal) => {
-                return match self.auth.refuse(&msg, five.client, now_unix, refusal, out) {
-                    Some(n) => Action::Reply(n),
-                    None => Action::Drop(DropReason::Malformed),
-                };
-            }
-        };
         let result = if msg.has_method(ALLOCATE) {
-            self.allocate(five, &msg, datagram, &auth, now_ms, sockets)
+            self.allocate(five, &msg, datagram, auth, now_ms, sockets)
         } else if msg.has_method(REFRESH) {
-            self.refresh(five, &msg, datagram, &auth, now_ms, sockets)
+            self.refresh(five, &msg, datagram, auth, now_ms, sockets)
         } else if msg.has_method(CREATE_PERMISSION) {
-            self.create_permission(five, &msg, datagram, &auth, now_ms)
+            self.create_permission(five, &msg, datagram, auth, now_ms)
         } else if msg.has_method(CHANNEL_BIND) {
-            self.channel_bind(five, &msg, datagram, &auth, now_ms)
+            self.channel_bind(five, &msg, datagram, auth, now_ms)
         } else {
             Err(ErrorCode::BAD_REQUEST)
         };
         let n = match result {
-            Ok(attrs) => self.success(&msg, &auth, &attrs, out),
-            Err(code) => error(&msg, &auth, code, out),
+            Ok(attrs) => self.success(&msg, auth, &attrs, out),
+            Err(code) => {
+                tracing::debug!(client = %five.client, method = msg.method().value(), code, "TURN request refused");
+                error(&msg, auth, code, out)
+            }
         };
         n.map_or(Action::Drop(DropReason::Malformed), Action::Reply)
     }
@@ -375,15 +706,11 @@ impl TurnCore {
             }
             Some(_) => {}
         }
-        if self.per_user.get(&auth.user).copied().unwrap_or(0)
-            >= self.config.max_allocations_per_user
-        {
-            return Err(ErrorCode::ALLOCATION_QUOTA_REACHED);
-        }
-        if self.allocations.len() >= self.config.max_allocations {
+        self.quota.take(&auth.user)?;
+        let Some(port) = sockets.open() else {
+            self.quota.give_back(&auth.user);
             return Err(ErrorCode::INSUFFICIENT_CAPACITY);
-        }
-        let port = sockets.open().ok_or(ErrorCode::INSUFFICIENT_CAPACITY)?;
+        };
         let lifetime = self.lifetime(msg, datagram);
         self.allocations.insert(
             five,
@@ -399,7 +726,6 @@ impl TurnCore {
             },
         );
         self.by_port.insert(port, five);
-        *self.per_user.entry(auth.user.clone()).or_insert(0) += 1;
         Ok(self.allocate_attrs(five, port, lifetime, msg))
     }
 
@@ -459,7 +785,7 @@ impl TurnCore {
     fn check_peer(&self, peer: SocketAddr) -> Result<(), u16> {
         self.config
             .peers
-            .check(peer.ip())
+            .check_socket(peer)
             .map_err(|_: Forbidden| ErrorCode::FORBIDDEN)
     }
 
@@ -510,7 +836,7 @@ impl TurnCore {
         let number = first(msg, datagram, CHANNEL_NUMBER)
             .filter(|v| v.len() == 4)
             .map(|v| u16::from_be_bytes([v[0], v[1]]))
-            .filter(|n| (0x4000..=0x4FFF).contains(n))
+            .filter(|n| CHANNELS.contains(n))
             .ok_or(ErrorCode::BAD_REQUEST)?;
         let peer = first(msg, datagram, XOR_PEER_ADDRESS)
             .and_then(|v| parse_xor_address(v, msg.transaction_id()))
@@ -548,7 +874,7 @@ impl TurnCore {
     }
 
     fn send_indication(
-        &mut self,
+        &self,
         five: FiveTuple,
         msg: &Message<'_>,
         datagram: &[u8],
@@ -575,14 +901,14 @@ impl TurnCore {
         self.forward(a, peer, start, start + payload.len(), now_ms)
     }
 
-    fn channel_data(&mut self, five: FiveTuple, datagram: &[u8], now_ms: u64) -> Action {
+    fn channel_data(&self, five: FiveTuple, datagram: &[u8], now_ms: u64) -> Action {
         if datagram.len() < 4 {
             return Action::Drop(DropReason::Malformed);
         }
         let number = u16::from_be_bytes([datagram[0], datagram[1]]);
         let len = usize::from(u16::from_be_bytes([datagram[2], datagram[3]]));
         // Over UDP the datagram may carry padding, never less than the length.
-        if !(0x4000..=0x4FFF).contains(&number) || 4 + len > datagram.len() {
+        if !CHANNELS.contains(&number) || 4 + len > datagram.len() {
             return Action::Drop(DropReason::Malformed);
         }
         let Some(a) = self.allocations.get(&five) else {
@@ -627,7 +953,7 @@ impl TurnCore {
     /// ChannelData if a channel is bound to the peer, else as a Data
     /// indication, into `out`.
     pub fn on_peer(
-        &mut self,
+        &self,
         relay_port: u16,
         peer: SocketAddr,
         payload: &[u8],
@@ -684,13 +1010,16 @@ impl TurnCore {
         if let Some(a) = self.allocations.remove(&five) {
             self.by_port.remove(&a.relay_port);
             sockets.close(a.relay_port);
-            if let Some(n) = self.per_user.get_mut(&a.user) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_user.remove(&a.user);
-                }
-            }
+            self.quota.give_back(&a.user);
         }
+    }
+
+    /// The client's connection is gone (TCP): delete its allocation
+    /// (RFC 8656 §3.1). Whether there was one.
+    pub fn close(&mut self, five: FiveTuple, sockets: &mut dyn RelaySockets) -> bool {
+        let had = self.allocations.contains_key(&five);
+        self.delete(five, sockets);
+        had
     }
 
     /// Drop what has expired at `now_ms`: allocations (their ports closed),
@@ -808,6 +1137,7 @@ mod tests {
         FiveTuple {
             client: SocketAddr::from(([198, 51, 100, 7], port)),
             server: "192.0.2.1:3478".parse().unwrap(),
+            transport: Transport::Udp,
         }
     }
 
@@ -1114,7 +1444,9 @@ mod tests {
         };
         assert_eq!(r.ask(f, &bind(0x4001, PEER, tid), 0).0, 0);
         let tid = TransactionId::generate();
-        assert_eq!(r.ask(f, &bind(0x5000, PEER, tid), 0).0, 400, "out of range");
+        assert_eq!(r.ask(f, &bind(0x8000, PEER, tid), 0).0, 400, "out of range");
+        let tid = TransactionId::generate();
+        assert_eq!(r.ask(f, &bind(0x3FFF, PEER, tid), 0).0, 400, "out of range");
         let tid = TransactionId::generate();
         assert_eq!(
             r.ask(f, &bind(0x4001, "203.0.113.51:1", tid), 0).0,

@@ -342,9 +342,14 @@ pub(super) fn build(
             IpAddr::V4(v4) => v4.to_string(),
             IpAddr::V6(v6) => format!("[{v6}]"),
         };
-        let mut u = vec![format!("turn:{host}:{}?transport=udp", listen.port())];
+        // Port 0 (tests): the port the listener gets, filled in at start.
+        let port = match listen.port() {
+            0 => crate::relay::credentials::PORT.to_owned(),
+            p => p.to_string(),
+        };
+        let mut u = vec![format!("turn:{host}:{port}?transport=udp")];
         if f.tcp {
-            u.push(format!("turn:{host}:{}?transport=tcp", listen.port()));
+            u.push(format!("turn:{host}:{port}?transport=tcp"));
         }
         u
     } else {

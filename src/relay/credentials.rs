@@ -35,9 +35,13 @@ const MAX_USERNAME: usize = 512;
 pub struct RelayUris {
     /// Its `[geo]` region, if geo routing knows it.
     pub region: Option<String>,
-    /// `turn:host:port?transport=udp`, …
+    /// `turn:host:port?transport=udp`, …; [`PORT`] stands for the port
+    /// the relay's listener was bound to (a configured port 0).
     pub uris: Vec<String>,
 }
+
+/// In a [`RelayUris`] URI, the relay's bound port.
+pub const PORT: &str = "{port}";
 
 /// Issues credentials for the relays of a fleet sharing one secret.
 #[derive(Debug)]
@@ -47,6 +51,8 @@ pub struct VoiceCredentials {
     /// This gateway's relay first, then other regions' relays.
     relays: Vec<RelayUris>,
     clock: Arc<dyn Clock>,
+    /// The relay listener's port, once bound (for [`PORT`]).
+    port: std::sync::atomic::AtomicU16,
 }
 
 /// What `POST /api/v1/voice/credentials` answers.
@@ -93,7 +99,13 @@ impl VoiceCredentials {
             ttl_seconds,
             relays,
             clock: Arc::new(SystemClock),
+            port: std::sync::atomic::AtomicU16::new(0),
         }
+    }
+
+    /// The port the relay listener was bound to, for URIs that say [`PORT`].
+    pub fn set_bound_port(&self, port: u16) {
+        self.port.store(port, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Expiry times from `clock` (tests: a manual clock).
@@ -169,16 +181,21 @@ impl VoiceCredentials {
         if username.len() > MAX_USERNAME {
             return Err(UserTooLong);
         }
+        let port = self
+            .port
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .to_string();
+        let uris: Vec<String> = relay.uris.iter().map(|u| u.replace(PORT, &port)).collect();
         Ok(IssuedCredentials {
             ice_servers: [IceServer {
-                urls: relay.uris.clone(),
+                urls: uris.clone(),
                 username: username.clone(),
                 credential: credential.clone(),
             }],
             username,
             credential,
             ttl: self.ttl_seconds,
-            uris: relay.uris.clone(),
+            uris,
             region: relay.region.clone(),
         })
     }

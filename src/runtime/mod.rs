@@ -105,7 +105,12 @@ impl BackendRuntime {
         let relay = match &self.settings.relay {
             Some(cfg) => {
                 let own = std::iter::once(local_addr).chain(admin_addr).collect();
-                Some(crate::relay::Relay::start(cfg.clone(), own, relay_stop.clone()).await?)
+                let relay =
+                    crate::relay::Relay::start(cfg.clone(), own, relay_stop.clone()).await?;
+                if let Some(v) = &self.snapshot.voice {
+                    v.set_bound_port(relay.udp_addr().port());
+                }
+                Some(relay)
             }
             None => None,
         };

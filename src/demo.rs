@@ -115,10 +115,12 @@ async fn answer(
 }
 
 /// The built-in config routing to `upstreams`, as TOML (the same format as a
-/// config file); the HMAC secret of `[auth]` is read from `secret_file`.
+/// config file); the HMAC secret of `[auth]` is read from `secret_file`, and
+/// the voice relay on `relay` takes its credential secret from the same file.
 pub fn config_text(
     listen: SocketAddr,
     admin: SocketAddr,
+    relay: SocketAddr,
     upstreams: &[DemoUpstream],
     secret_file: &Path,
 ) -> String {
@@ -183,6 +185,24 @@ us-east = { us-east = 10, eu-west = 80 }
 eu-west = { us-east = 80, eu-west = 10 }
 "#,
     );
+    t.push_str(&format!(
+        "
+[relay]
+listen = \"{relay}\"
+realm = \"aether\"
+relay_address = \"{}\"
+relay_ports = \"49152-65535\"
+secret_file = {:?}
+credential_ttl_seconds = 600
+max_bitrate_kbps = 64
+max_allocations_per_user = 4
+region = \"us-east\"
+# Demo only: a TURN test peer on this machine (turnutils_peer) may be reached.
+allowed_peers = [\"127.0.0.1/32\"]
+",
+        relay.ip(),
+        secret_file.display().to_string()
+    ));
     t
 }
 
@@ -218,6 +238,7 @@ pub struct DemoTokens {
 pub fn config(
     listen: SocketAddr,
     admin: SocketAddr,
+    relay: SocketAddr,
     upstreams: &[DemoUpstream],
 ) -> Result<Demo, ConfigError> {
     let secret = random_secret();
@@ -225,7 +246,7 @@ pub fn config(
     // before the gateway serves a request.
     let file =
         std::env::temp_dir().join(format!("aether-gateway-demo-{}.secret", std::process::id()));
-    let text = config_text(listen, admin, upstreams, &file);
+    let text = config_text(listen, admin, relay, upstreams, &file);
     let origin = Path::new("<built-in demo config>");
     std::fs::write(&file, &secret).map_err(|e| ConfigError {
         file: origin.into(),
@@ -277,6 +298,7 @@ fn random_secret() -> String {
 pub fn banner(
     gateway: SocketAddr,
     admin: Option<SocketAddr>,
+    relay: Option<SocketAddr>,
     upstreams: &[DemoUpstream],
     tokens: &DemoTokens,
 ) -> String {
@@ -292,9 +314,16 @@ pub fn banner(
         player = tokens.player,
         creator = tokens.creator,
     ));
+    if let Some(relay) = relay {
+        s.push_str(&format!(
+            "\nVoice relay (STUN/TURN on UDP and TCP {relay}):\n  curl -s -X POST -H \"Authorization: Bearer $PLAYER\" http://{gateway}/api/v1/voice/credentials   # TURN credentials as iceServers JSON\n  turnutils_stunclient -p {port} {ip}   # (Debian: apt install coturn) your address as the relay sees it\n",
+            port = relay.port(),
+            ip = relay.ip(),
+        ));
+    }
     if let Some(admin) = admin {
         s.push_str(&format!(
-            "\nAdmin API (loopback only):\n  curl -s http://{admin}/admin/upstreams   # health, ejections and load of every endpoint\n  curl -s http://{admin}/admin/geo         # latency table, measured RTT per region, current choices\n"
+            "\nAdmin API (loopback only):\n  curl -s http://{admin}/admin/upstreams   # health, ejections and load of every endpoint\n  curl -s http://{admin}/admin/geo         # latency table, measured RTT per region, current choices\n  curl -s http://{admin}/admin/relay       # relay allocations, relayed packets and bytes, drops\n"
         ));
     }
     s.push_str("\nStop with Ctrl-C.\n");

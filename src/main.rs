@@ -39,6 +39,9 @@ enum Command {
         /// Where the demo's admin API listens.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin_listen: SocketAddr,
+        /// Where the demo's STUN/TURN relay listens (UDP and TCP).
+        #[arg(long, default_value = "127.0.0.1:3478")]
+        relay_listen: SocketAddr,
     },
 }
 
@@ -85,12 +88,14 @@ fn main() -> ExitCode {
             Some(Command::Demo {
                 listen,
                 admin_listen,
+                relay_listen,
             }),
             None,
-        ) => run_demo(listen, admin_listen),
+        ) => run_demo(listen, admin_listen, relay_listen),
         (None, None) => run_demo(
             SocketAddr::from(([127, 0, 0, 1], 8080)),
             SocketAddr::from(([127, 0, 0, 1], 9901)),
+            SocketAddr::from(([127, 0, 0, 1], 3478)),
         ),
     }
 }
@@ -140,6 +145,7 @@ fn run(cfg: GatewayConfig) -> ExitCode {
                 if let Some(a) = gw.admin_addr() {
                     println!("admin API on http://{a}");
                 }
+                print_relay(&gw);
                 gw.run_until_signal().await;
                 ExitCode::SUCCESS
             }
@@ -151,7 +157,16 @@ fn run(cfg: GatewayConfig) -> ExitCode {
     })
 }
 
-fn run_demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
+fn print_relay(gw: &aether_gateway::RunningGateway) {
+    if let Some(r) = gw.relay() {
+        match r.tcp_addr() {
+            Some(t) => println!("TURN relay on udp://{} and tcp://{t}", r.udp_addr()),
+            None => println!("TURN relay on udp://{}", r.udp_addr()),
+        }
+    }
+}
+
+fn run_demo(listen: SocketAddr, admin: SocketAddr, relay: SocketAddr) -> ExitCode {
     let rt = match tokio_runtime(None) {
         Ok(rt) => rt,
         Err(e) => {
@@ -167,7 +182,7 @@ fn run_demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let demo = match demo::config(listen, admin, &upstreams) {
+        let demo = match demo::config(listen, admin, relay, &upstreams) {
             Ok(d) => d,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -180,15 +195,22 @@ fn run_demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
                 if let Some(a) = gw.admin_addr() {
                     println!("admin API on http://{a}");
                 }
+                print_relay(&gw);
                 println!(
                     "{}",
-                    demo::banner(gw.local_addr(), gw.admin_addr(), &upstreams, &demo.tokens)
+                    demo::banner(
+                        gw.local_addr(),
+                        gw.admin_addr(),
+                        gw.relay().map(|r| r.udp_addr()),
+                        &upstreams,
+                        &demo.tokens
+                    )
                 );
                 gw.run_until_signal().await;
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: cannot start: {e} (try `aether-gateway demo --listen 127.0.0.1:8081 --admin-listen 127.0.0.1:9902`)");
+                eprintln!("error: cannot start: {e} (try `aether-gateway demo --listen 127.0.0.1:8081 --admin-listen 127.0.0.1:9902 --relay-listen 127.0.0.1:3479`)");
                 ExitCode::FAILURE
             }
         }

@@ -99,6 +99,8 @@ async fn demo_proxies_real_requests() {
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
+            "--relay-listen",
+            "127.0.0.1:0",
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -134,10 +136,14 @@ async fn demo_proxies_real_requests() {
     };
     // The banner's tokens, as a user would paste them.
     let mut tokens = std::collections::HashMap::new();
+    let mut relay_line = None;
     while tokens.len() < 2 {
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("demo prints two tokens");
+        if line.starts_with("TURN relay on udp://") {
+            relay_line = Some(line.clone());
+        }
         for name in ["PLAYER", "CREATOR"] {
             if let Some(t) = line.trim().strip_prefix(&format!("{name}=")) {
                 tokens.insert(name, format!("Bearer {t}"));
@@ -207,8 +213,32 @@ async fn demo_proxies_real_requests() {
         ),
     )
     .await;
+    let voice = http1(
+        addr,
+        req(
+            "POST",
+            "/api/v1/voice/credentials",
+            &[("authorization", &tokens["PLAYER"])],
+            "",
+        ),
+    )
+    .await;
     let _ = child.kill();
     let _ = child.wait();
+    // The demo's relay: its line, and credentials for the player on it.
+    let relay_line = relay_line.expect("the demo prints its relay");
+    let udp = relay_line
+        .strip_prefix("TURN relay on udp://")
+        .and_then(|r| r.split(' ').next())
+        .unwrap();
+    assert_eq!(voice.status, StatusCode::OK);
+    let v = voice.json();
+    assert!(
+        v["username"].as_str().unwrap().ends_with(":player-1"),
+        "{v}"
+    );
+    assert_eq!(v["region"], "us-east");
+    assert_eq!(v["uris"][0], format!("turn:{udp}?transport=udp"));
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     assert_eq!(me.status, StatusCode::OK);
     assert_eq!(me.json()["x_aether_user"], "player-1");

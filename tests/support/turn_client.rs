@@ -205,6 +205,19 @@ impl TurnClient {
         }
     }
 
+    /// The UDP socket, as a blocking std socket (for loops that must not
+    /// allocate).
+    pub fn into_std_udp(self) -> std::net::UdpSocket {
+        match self.conn {
+            Conn::Udp(s) => {
+                let s = s.into_std().unwrap();
+                s.set_nonblocking(false).unwrap();
+                s
+            }
+            Conn::Tcp(..) => panic!("a TCP client"),
+        }
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         match &self.conn {
             Conn::Udp(s) => s.local_addr().unwrap(),

@@ -72,6 +72,11 @@ async fn rig(relay_extra: &str) -> Rig {
     } else {
         "allowed_peers = [\"127.0.0.1/32\"]\n"
     };
+    let listen = if relay_extra.contains("listen =") {
+        ""
+    } else {
+        "listen = \"127.0.0.1:0\"\n"
+    };
     let config = format!(
         r#"[server]
 listen = "127.0.0.1:0"
@@ -85,8 +90,7 @@ algorithms = ["HS256"]
 algorithm = "HS256"
 secret_file = {jwt:?}
 [relay]
-listen = "127.0.0.1:0"
-realm = "aether"
+{listen}realm = "aether"
 relay_address = "127.0.0.1"
 relay_ports = "50000-59999"
 secret_file = {secret:?}
@@ -662,7 +666,14 @@ async fn a_tcp_allocation_goes_with_its_connection() {
     let mut g = TurnClient::tcp(r.tcp(), Creds::new("alice", "alicepass")).await;
     g.send_raw(b"\xff\xff\xff\xffgarbage").await;
     assert!(g.closed(WAIT).await);
-    assert_eq!(r.status().await["tcp_connections"], 0);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while r.status().await["tcp_connections"] != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connection still counted"
+        );
+        tokio::task::yield_now().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -715,4 +726,85 @@ async fn relay_config_errors_name_the_line_and_field() {
         assert_eq!((e.line, e.field.as_str()), (line, field), "{e}");
         assert!(e.to_string().starts_with("gw.toml:"), "{e}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_relayed_addresses_by_requested_address_family() {
+    let r =
+        rig("relay_address_v6 = \"::1\"\nallowed_peers = [\"127.0.0.1/32\", \"::1/128\"]").await;
+    let peer6 = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
+    let peer6_addr = peer6.local_addr().unwrap();
+    let mut c = r.alice().await;
+    let family = |f: u8| (0x0017, vec![f, 0, 0, 0]);
+    let a = c
+        .request(
+            ALLOCATE,
+            &[(REQUESTED_TRANSPORT, vec![17, 0, 0, 0]), family(2)],
+        )
+        .await;
+    assert!(a.success, "{}", a.code);
+    let relayed = a.addr(XOR_RELAYED_ADDRESS).unwrap();
+    assert_eq!(relayed.ip().to_string(), "::1");
+    // An IPv4 peer on an IPv6 allocation: 443.
+    let peer4 = Peer::start().await;
+    assert_eq!(c.permit(&[peer4.addr()]).await.code, 443);
+    assert!(c.permit(&[peer6_addr]).await.success);
+    c.send_indication(peer6_addr, b"over v6").await;
+    let mut buf = [0u8; 64];
+    let (n, from) = tokio::time::timeout(WAIT, peer6.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((&buf[..n], from), (&b"over v6"[..], relayed));
+    peer6.send_to(b"back", relayed).await.unwrap();
+    assert_eq!(
+        c.recv_data(WAIT).await,
+        Some(Incoming::Data(peer6_addr, b"back".to_vec()))
+    );
+    // IPv4 explicitly, and an unknown family (440).
+    let mut d = r.alice().await;
+    let a = d
+        .request(
+            ALLOCATE,
+            &[(REQUESTED_TRANSPORT, vec![17, 0, 0, 0]), family(1)],
+        )
+        .await;
+    assert_eq!(
+        a.addr(XOR_RELAYED_ADDRESS).unwrap().ip().to_string(),
+        "127.0.0.1"
+    );
+    let mut e = r.alice().await;
+    let a = e
+        .request(
+            ALLOCATE,
+            &[(REQUESTED_TRANSPORT, vec![17, 0, 0, 0]), family(9)],
+        )
+        .await;
+    assert_eq!(a.code, 440);
+    // Without an IPv6 relay address, IPv6 is not supported.
+    let plain = rig("").await;
+    let mut f = plain.alice().await;
+    let a = f
+        .request(
+            ALLOCATE,
+            &[(REQUESTED_TRANSPORT, vec![17, 0, 0, 0]), family(2)],
+        )
+        .await;
+    assert_eq!(a.code, 440);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_reach_an_ipv6_listener() {
+    let r = rig("listen = \"[::1]:0\"").await;
+    let mut c = {
+        let s = r.udp();
+        assert!(s.is_ipv6());
+        TurnClient::udp6(s, Creds::new("alice", "alicepass")).await
+    };
+    let tid = TransactionId::generate();
+    let a = c.exchange(&binding(tid, None), tid).await.unwrap();
+    assert_eq!(a.addr(XOR_MAPPED_ADDRESS), Some(c.local_addr()));
+    let a = c.allocate().await;
+    assert!(a.success);
+    assert_eq!(a.addr(XOR_MAPPED_ADDRESS), Some(c.local_addr()));
 }

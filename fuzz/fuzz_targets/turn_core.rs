@@ -9,14 +9,14 @@ use std::collections::HashMap;
 use aether_gateway::relay::proto::authn::Authenticator;
 use aether_gateway::relay::proto::stun::parse;
 use aether_gateway::relay::proto::turn::{
-    Action, FiveTuple, RelaySockets, Transport, TurnConfig, TurnCore,
+    Action, Family, FiveTuple, RelaySockets, Transport, TurnConfig, TurnCore,
 };
 use libfuzzer_sys::fuzz_target;
 
 struct Ports(u16);
 
 impl RelaySockets for Ports {
-    fn open(&mut self) -> Option<u16> {
+    fn open(&mut self, _family: Family) -> Option<u16> {
         self.0 += 1;
         Some(50_000 + self.0)
     }

@@ -156,6 +156,11 @@ pub struct RelayFile {
     /// Where relayed sockets bind, when it differs from `relay_address`
     /// (behind a 1:1 NAT). Default `relay_address`.
     pub relay_bind_address: Option<Spanned<String>>,
+    /// An IPv6 relay address beside an IPv4 `relay_address`, for clients
+    /// asking for IPv6 relayed addresses. Default none.
+    pub relay_address_v6: Option<Spanned<String>>,
+    /// Where IPv6 relayed sockets bind. Default `relay_address_v6`.
+    pub relay_bind_address_v6: Option<Spanned<String>>,
     /// Relayed ports, `"lo-hi"`. Default `49152-65535`.
     #[serde(default = "default_relay_ports")]
     pub relay_ports: Spanned<String>,

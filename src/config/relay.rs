@@ -177,6 +177,24 @@ pub(super) fn build(
         Some(b) => ip(cx, b, "relay_bind_address")?,
         None => relay_ip,
     };
+    let relay_ip_v6 = match &f.relay_address_v6 {
+        Some(a) => {
+            let v6 = ip(cx, a, "relay_address_v6")?;
+            if !v6.is_ipv6() || v6.is_unspecified() || relay_ip.is_ipv6() {
+                return Err(cx.spanned(
+                    a,
+                    field("relay_address_v6"),
+                    "an IPv6 address (not a wildcard), beside an IPv4 relay_address",
+                ));
+            }
+            Some(v6)
+        }
+        None => None,
+    };
+    let relay_bind_v6 = match &f.relay_bind_address_v6 {
+        Some(b) => Some(ip(cx, b, "relay_bind_address_v6")?),
+        None => relay_ip_v6,
+    };
     let ports = ports(cx, &f.relay_ports)?;
 
     let current = secret(
@@ -329,6 +347,7 @@ pub(super) fn build(
         })
         .collect::<Result<Vec<IpNet>, _>>()?;
     let mut turn = TurnConfig::new(relay_ip);
+    turn.relay_ip_v6 = relay_ip_v6;
     turn.max_allocations_per_user = *f.max_allocations_per_user.get_ref();
     turn.max_allocations = *f.max_allocations.get_ref();
     turn.max_permissions = *f.max_permissions_per_allocation.get_ref();
@@ -453,6 +472,7 @@ pub(super) fn build(
             tcp: f.tcp,
             realm: realm.clone(),
             relay_bind,
+            relay_bind_v6,
             ports,
             secrets,
             users,

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use super::auth::RestSecrets;
 use super::proto::authn::Authenticator;
 use super::proto::turn::{
-    Action, ChallengeLimiter, DropReason, FiveTuple, Front, Quota, RelaySockets, Transport,
+    Action, ChallengeLimiter, DropReason, Family, FiveTuple, Front, Quota, RelaySockets, Transport,
     TurnConfig, TurnCore, front, refuse_revoked,
 };
 use crate::clock::Clock;
@@ -74,6 +74,8 @@ pub struct RelayConfig {
     /// Where relayed sockets bind (the address put in XOR-RELAYED-ADDRESS
     /// is `turn.relay_ip`; they differ behind a 1:1 NAT).
     pub relay_bind: IpAddr,
+    /// Where IPv6 relayed sockets bind (`turn.relay_ip_v6`'s counterpart).
+    pub relay_bind_v6: Option<IpAddr>,
     /// Relayed ports, inclusive.
     pub ports: (u16, u16),
     /// Shared secrets of REST credentials (current, previous).
@@ -208,11 +210,11 @@ struct Opener<'a> {
 }
 
 impl Opener<'_> {
-    fn bind(&mut self, port: u16) -> Option<u16> {
+    fn bind(&mut self, ip: IpAddr, port: u16) -> Option<u16> {
         if self.ports.contains_key(&port) {
             return None;
         }
-        let std = std::net::UdpSocket::bind((self.inner.config.relay_bind, port)).ok()?;
+        let std = std::net::UdpSocket::bind((ip, port)).ok()?;
         std.set_nonblocking(true).ok()?;
         let socket = Arc::new(UdpSocket::from_std(std).ok()?);
         let task = tokio::spawn(peer_loop(
@@ -234,22 +236,27 @@ impl Opener<'_> {
 }
 
 impl RelaySockets for Opener<'_> {
-    fn open(&mut self) -> Option<u16> {
-        let (lo, hi) = self.inner.config.ports;
+    fn open(&mut self, family: Family) -> Option<u16> {
+        let c = &self.inner.config;
+        let ip = [Some(c.relay_bind), c.relay_bind_v6]
+            .into_iter()
+            .flatten()
+            .find(|ip| Family::of(*ip) == family)?;
+        let (lo, hi) = c.ports;
         let span = u32::from(hi - lo) + 1;
         // Random ports first (a client cannot predict its relayed address);
         // then a scan from a random start, so a nearly full range still
         // finds the free ports it has.
         for _ in 0..32 {
             let port = lo + fastrand::u32(..span) as u16;
-            if let Some(p) = self.bind(port) {
+            if let Some(p) = self.bind(ip, port) {
                 return Some(p);
             }
         }
         let start = fastrand::u32(..span);
         (0..span)
             .map(|i| lo + ((start + i) % span) as u16)
-            .find_map(|port| self.bind(port))
+            .find_map(|port| self.bind(ip, port))
     }
 
     fn close(&mut self, port: u16) {
@@ -286,6 +293,31 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
+/// The UDP listener, and TCP on the same address. With port 0 the TCP
+/// listener takes the port the kernel gave UDP; when that port is taken for
+/// TCP, both are bound again elsewhere.
+async fn bind_listeners(config: &RelayConfig) -> io::Result<(UdpSocket, Option<TcpListener>)> {
+    let named = |e: io::Error, what: &str, a: SocketAddr| {
+        io::Error::new(e.kind(), format!("relay {what} {a}: {e}"))
+    };
+    let mut attempts = 0;
+    loop {
+        let udp = bind_udp(config.listen).map_err(|e| named(e, "UDP", config.listen))?;
+        if !config.tcp {
+            return Ok((udp, None));
+        }
+        let addr = udp.local_addr()?;
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok((udp, Some(l))),
+            Err(e) if config.listen.port() == 0 && attempts < 16 => {
+                attempts += 1;
+                let _ = e;
+            }
+            Err(e) => return Err(named(e, "TCP", addr)),
+        }
+    }
+}
+
 impl Relay {
     /// Bind the listeners and start serving until `stop`. `own` are the
     /// gateway's other listener sockets, never reachable as peers.
@@ -298,20 +330,8 @@ impl Relay {
         stop: CancellationToken,
     ) -> io::Result<Arc<Relay>> {
         let clock = Arc::clone(&config.clock);
-        let udp = bind_udp(config.listen)
-            .map_err(|e| io::Error::new(e.kind(), format!("relay UDP {}: {e}", config.listen)))?;
+        let (udp, tcp) = bind_listeners(&config).await?;
         let udp_local = udp.local_addr()?;
-        let tcp = if config.tcp {
-            // The TCP listener takes the UDP socket's port (port 0: the one
-            // the kernel gave UDP).
-            let addr = SocketAddr::new(udp_local.ip(), udp_local.port());
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|e| io::Error::new(e.kind(), format!("relay TCP {addr}: {e}")))?;
-            Some(l)
-        } else {
-            None
-        };
         let tcp_local = tcp.as_ref().map(TcpListener::local_addr).transpose()?;
 
         let mut own_sockets = own;
@@ -326,6 +346,10 @@ impl Relay {
                 [
                     SocketAddr::new(config.turn.relay_ip, s.port()),
                     SocketAddr::new(config.relay_bind, s.port()),
+                    SocketAddr::new(
+                        config.turn.relay_ip_v6.unwrap_or(config.relay_bind),
+                        s.port(),
+                    ),
                     SocketAddr::from(([127, 0, 0, 1], s.port())),
                     SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), s.port()),
                 ]

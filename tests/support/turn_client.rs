@@ -194,6 +194,16 @@ impl TurnClient {
         }
     }
 
+    pub async fn udp6(server: SocketAddr, creds: Creds) -> TurnClient {
+        let s = UdpSocket::bind("[::1]:0").await.unwrap();
+        TurnClient {
+            conn: Conn::Udp(s),
+            server,
+            creds,
+            nonce: None,
+        }
+    }
+
     pub async fn tcp(server: SocketAddr, creds: Creds) -> TurnClient {
         let s = TcpStream::connect(server).await.unwrap();
         s.set_nodelay(true).unwrap();

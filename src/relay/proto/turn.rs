@@ -35,6 +35,7 @@ const LIFETIME: u16 = 0x000D;
 const XOR_PEER_ADDRESS: u16 = 0x0012;
 const DATA_ATTR: u16 = 0x0013;
 const XOR_RELAYED_ADDRESS: u16 = 0x0016;
+const REQUESTED_ADDRESS_FAMILY: u16 = 0x0017;
 const REQUESTED_TRANSPORT: u16 = 0x0019;
 const XOR_MAPPED_ADDRESS: u16 = 0x0020;
 
@@ -54,6 +55,9 @@ const MAGIC: u32 = 0x2112_A442;
 pub struct TurnConfig {
     /// The address put in XOR-RELAYED-ADDRESS (relayed ports are on it).
     pub relay_ip: IpAddr,
+    /// An IPv6 relay address beside an IPv4 `relay_ip`, for allocations
+    /// that ask for REQUESTED-ADDRESS-FAMILY IPv6 (RFC 8656 §7.2).
+    pub relay_ip_v6: Option<IpAddr>,
     /// Allocation lifetime when the client asks less or nothing, s (600).
     pub default_lifetime: u32,
     /// Longest allocation lifetime, s (3600).
@@ -81,6 +85,7 @@ impl TurnConfig {
     pub fn new(relay_ip: IpAddr) -> Self {
         TurnConfig {
             relay_ip,
+            relay_ip_v6: None,
             default_lifetime: 600,
             max_lifetime: 3600,
             permission_lifetime: 300,
@@ -95,10 +100,37 @@ impl TurnConfig {
     }
 }
 
+/// The address family of a relayed address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// IPv4 (the default without REQUESTED-ADDRESS-FAMILY).
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl Family {
+    /// The family of `ip` as written (an IPv4-mapped address is IPv6).
+    pub fn of(ip: IpAddr) -> Family {
+        if ip.is_ipv4() { Family::V4 } else { Family::V6 }
+    }
+}
+
+impl TurnConfig {
+    /// The relay address of `family`, if the relay has one.
+    pub fn relay_ip_of(&self, family: Family) -> Option<IpAddr> {
+        [Some(self.relay_ip), self.relay_ip_v6]
+            .into_iter()
+            .flatten()
+            .find(|ip| Family::of(*ip) == family)
+    }
+}
+
 /// Relayed ports, opened and closed by the shell.
 pub trait RelaySockets {
-    /// Open a relayed socket on a free port of the configured range; its port.
-    fn open(&mut self) -> Option<u16>;
+    /// Open a relayed socket of `family` on a free port of the configured
+    /// range; its port.
+    fn open(&mut self, family: Family) -> Option<u16>;
     /// Close the relayed socket on `port`.
     fn close(&mut self, port: u16);
 }
@@ -432,6 +464,7 @@ struct Channel {
 
 struct Allocation {
     user: String,
+    relay_ip: IpAddr,
     relay_port: u16,
     expires_ms: u64,
     /// The Allocate that made it, answered again if retransmitted.
@@ -695,7 +728,8 @@ impl TurnCore {
             // A retransmitted Allocate gets its success again.
             if a.transaction == msg.transaction_id() {
                 let left = (a.expires_ms.saturating_sub(now_ms) / 1000) as u32;
-                return Ok(self.allocate_attrs(five, a.relay_port, left, msg));
+                let relayed = SocketAddr::new(a.relay_ip, a.relay_port);
+                return Ok(Self::allocate_attrs(five, relayed, left, msg));
             }
             return Err(ErrorCode::ALLOCATION_MISMATCH);
         }
@@ -706,8 +740,18 @@ impl TurnCore {
             }
             Some(_) => {}
         }
+        let family = match first(msg, datagram, REQUESTED_ADDRESS_FAMILY).map(|v| v.first()) {
+            None => Family::V4,
+            Some(Some(0x01)) => Family::V4,
+            Some(Some(0x02)) => Family::V6,
+            Some(_) => return Err(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED),
+        };
+        let relay_ip = self
+            .config
+            .relay_ip_of(family)
+            .ok_or(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED)?;
         self.quota.take(&auth.user)?;
-        let Some(port) = sockets.open() else {
+        let Some(port) = sockets.open(family) else {
             self.quota.give_back(&auth.user);
             return Err(ErrorCode::INSUFFICIENT_CAPACITY);
         };
@@ -716,6 +760,7 @@ impl TurnCore {
             five,
             Allocation {
                 user: auth.user.clone(),
+                relay_ip,
                 relay_port: port,
                 expires_ms: now_ms + secs_ms(lifetime),
                 transaction: msg.transaction_id(),
@@ -726,18 +771,22 @@ impl TurnCore {
             },
         );
         self.by_port.insert(port, five);
-        Ok(self.allocate_attrs(five, port, lifetime, msg))
+        Ok(Self::allocate_attrs(
+            five,
+            SocketAddr::new(relay_ip, port),
+            lifetime,
+            msg,
+        ))
     }
 
     fn allocate_attrs(
-        &self,
         five: FiveTuple,
-        port: u16,
+        relayed: SocketAddr,
         lifetime: u32,
         msg: &Message<'_>,
     ) -> Vec<(u16, Vec<u8>)> {
         let tid = msg.transaction_id();
-        let (relayed, len) = xor_address(SocketAddr::new(self.config.relay_ip, port), tid);
+        let (relayed, len) = xor_address(relayed, tid);
         let (mapped, mlen) = xor_address(five.client, tid);
         vec![
             (XOR_RELAYED_ADDRESS, relayed[..len].to_vec()),
@@ -782,11 +831,17 @@ impl TurnCore {
         Ok(vec![(LIFETIME, lifetime.to_be_bytes().to_vec())])
     }
 
-    fn check_peer(&self, peer: SocketAddr) -> Result<(), u16> {
+    /// The peer policy first (403), then the allocation's family (443): a
+    /// forbidden address is refused as such in whichever family it is written.
+    fn check_peer(&self, peer: SocketAddr, relay_ip: IpAddr) -> Result<(), u16> {
         self.config
             .peers
             .check_socket(peer)
-            .map_err(|_: Forbidden| ErrorCode::FORBIDDEN)
+            .map_err(|_: Forbidden| ErrorCode::FORBIDDEN)?;
+        if Family::of(peer.ip()) != Family::of(relay_ip) {
+            return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
+        }
+        Ok(())
     }
 
     fn create_permission(
@@ -797,7 +852,7 @@ impl TurnCore {
         auth: &Authenticated,
         now_ms: u64,
     ) -> Result<Vec<(u16, Vec<u8>)>, u16> {
-        self.owned(five, auth)?;
+        let relay_ip = self.owned(five, auth)?.relay_ip;
         let tid = msg.transaction_id();
         let peers: Vec<SocketAddr> = values(msg, datagram, XOR_PEER_ADDRESS)
             .map(|v| parse_xor_address(v, tid).ok_or(ErrorCode::BAD_REQUEST))
@@ -806,7 +861,9 @@ impl TurnCore {
             return Err(ErrorCode::BAD_REQUEST);
         }
         // All or nothing: one forbidden peer refuses the request.
-        peers.iter().try_for_each(|p| self.check_peer(*p))?;
+        peers
+            .iter()
+            .try_for_each(|p| self.check_peer(*p, relay_ip))?;
         let lifetime = secs_ms(self.config.permission_lifetime);
         let max = self.config.max_permissions;
         let a = self.allocations.get_mut(&five).expect("owned above");
@@ -832,7 +889,7 @@ impl TurnCore {
         auth: &Authenticated,
         now_ms: u64,
     ) -> Result<Vec<(u16, Vec<u8>)>, u16> {
-        self.owned(five, auth)?;
+        let relay_ip = self.owned(five, auth)?.relay_ip;
         let number = first(msg, datagram, CHANNEL_NUMBER)
             .filter(|v| v.len() == 4)
             .map(|v| u16::from_be_bytes([v[0], v[1]]))
@@ -841,7 +898,7 @@ impl TurnCore {
         let peer = first(msg, datagram, XOR_PEER_ADDRESS)
             .and_then(|v| parse_xor_address(v, msg.transaction_id()))
             .ok_or(ErrorCode::BAD_REQUEST)?;
-        self.check_peer(peer)?;
+        self.check_peer(peer, relay_ip)?;
         let (chan_life, perm_life) = (
             secs_ms(self.config.channel_lifetime),
             secs_ms(self.config.permission_lifetime),
@@ -1113,7 +1170,7 @@ mod tests {
     }
 
     impl RelaySockets for Ports {
-        fn open(&mut self) -> Option<u16> {
+        fn open(&mut self, _family: Family) -> Option<u16> {
             if self.exhausted {
                 return None;
             }

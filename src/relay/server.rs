@@ -827,10 +827,17 @@ async fn tcp_accept(inner: Arc<Inner>, listener: TcpListener) {
     }
 }
 
-/// The length of the first message in `buf` and the bytes it takes on the
-/// stream (ChannelData is padded to four over TCP), or `Err` when the bytes
-/// cannot start a STUN message or ChannelData.
-fn tcp_frame(buf: &[u8]) -> Result<Option<(usize, usize)>, ()> {
+/// How TURN over TCP is split into messages (RFC 8656 §12.5): the length
+/// of the first message in `buf` and the bytes it takes on the stream
+/// (ChannelData is padded to four over TCP); `Ok(None)` while it is
+/// incomplete; `Err` when the bytes cannot start a STUN message or
+/// ChannelData (the connection is then closed).
+///
+/// # Errors
+/// `Err(())` for a first byte of neither kind, or a STUN length that is not
+/// a multiple of four.
+#[allow(clippy::result_unit_err)]
+pub fn tcp_frame(buf: &[u8]) -> Result<Option<(usize, usize)>, ()> {
     if buf.len() < 4 {
         return Ok(None);
     }

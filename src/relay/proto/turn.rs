@@ -46,6 +46,9 @@ const XOR_MAPPED_ADDRESS: u16 = 0x0020;
 /// is TURN, 80–127 unassigned), so accepting it costs nothing.
 const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
 
+/// How long an expired channel's number and peer stay reserved (§12).
+const CHANNEL_RESERVATION_MS: u64 = 300_000;
+
 /// UDP, as REQUESTED-TRANSPORT names it.
 const UDP: u8 = 17;
 const MAGIC: u32 = 0x2112_A442;
@@ -1093,10 +1096,13 @@ impl TurnCore {
         }
         for a in self.allocations.values_mut() {
             a.permissions.retain(|_, exp| *exp > now_ms);
+            // An expired channel stops carrying data at once but keeps its
+            // number and peer reserved for 5 more minutes (RFC 8656 §12), so
+            // late packets are never delivered on a rebound number.
             let gone: Vec<u16> = a
                 .channels
                 .iter()
-                .filter(|(_, c)| c.expires_ms <= now_ms)
+                .filter(|(_, c)| c.expires_ms + CHANNEL_RESERVATION_MS <= now_ms)
                 .map(|(n, _)| *n)
                 .collect();
             for n in gone {
@@ -1393,6 +1399,48 @@ mod tests {
         );
         assert_eq!(r.core.allocations(), 0);
         assert!(r.ports.open.is_empty());
+    }
+
+    #[test]
+    fn an_expired_channel_stays_reserved_for_five_minutes() {
+        let mut r = rig(|_| {});
+        let f = five(1);
+        assert_eq!(r.allocate(f, "alice").0, 0);
+        let bind = |r: &mut Rig, n: u16, p: &str, now: u64| {
+            let tid = TransactionId::generate();
+            let d = request(
+                CHANNEL_BIND,
+                f,
+                "alice",
+                &[
+                    (CHANNEL_NUMBER, vec![(n >> 8) as u8, n as u8, 0, 0]),
+                    peer_attr(p, tid),
+                ],
+                Some(tid),
+            );
+            r.ask(f, &d, now).0
+        };
+        let d = request(
+            REFRESH,
+            f,
+            "alice",
+            &[(LIFETIME, 3600u32.to_be_bytes().to_vec())],
+            None,
+        );
+        assert_eq!(r.ask(f, &d, 0).0, 0);
+        assert_eq!(bind(&mut r, 0x4001, PEER, 0), 0);
+        let cd = [0x40, 0x01, 0x00, 0x02, 7, 7];
+        assert!(matches!(r.send(f, &cd, 299_999), Action::ToPeer { .. }));
+        r.core.expire(600_000, &mut r.ports);
+        assert_eq!(r.send(f, &cd, 600_000), Action::Drop(DropReason::NoChannel));
+        // Reserved: neither the number nor the peer may be bound elsewhere.
+        assert_eq!(bind(&mut r, 0x4001, "203.0.113.51:1", 600_001), 400);
+        assert_eq!(bind(&mut r, 0x4002, PEER, 600_001), 400);
+        r.core.expire(899_999, &mut r.ports);
+        assert_eq!(bind(&mut r, 0x4001, "203.0.113.51:1", 899_999), 400);
+        // Five minutes after expiry both are free again.
+        r.core.expire(900_000, &mut r.ports);
+        assert_eq!(bind(&mut r, 0x4001, "203.0.113.51:1", 900_000), 0);
     }
 
     #[test]

@@ -52,7 +52,7 @@ use libfuzzer_sys::fuzz_target;
 struct Ports(u16);
 
 impl RelaySockets for Ports {
-    fn open(&mut self, _family: Family) -> Option<u16> {
+    fn open(&mut self, _family: Family, _even: bool) -> Option<u16> {
         self.0 += 1;
         Some(50_000 + self.0)
     }

@@ -236,7 +236,7 @@ impl Opener<'_> {
 }
 
 impl RelaySockets for Opener<'_> {
-    fn open(&mut self, family: Family) -> Option<u16> {
+    fn open(&mut self, family: Family, even: bool) -> Option<u16> {
         let c = &self.inner.config;
         let ip = [Some(c.relay_bind), c.relay_bind_v6]
             .into_iter()
@@ -247,15 +247,20 @@ impl RelaySockets for Opener<'_> {
         // Random ports first (a client cannot predict its relayed address);
         // then a scan from a random start, so a nearly full range still
         // finds the free ports it has.
+        let wanted = |p: u16| !even || p.is_multiple_of(2);
         for _ in 0..32 {
             let port = lo + fastrand::u32(..span) as u16;
-            if let Some(p) = self.bind(ip, port) {
+            let port = if wanted(port) { port } else { port ^ 1 };
+            if (lo..=hi).contains(&port)
+                && let Some(p) = self.bind(ip, port)
+            {
                 return Some(p);
             }
         }
         let start = fastrand::u32(..span);
         (0..span)
             .map(|i| lo + ((start + i) % span) as u16)
+            .filter(|p| wanted(*p))
             .find_map(|port| self.bind(ip, port))
     }
 

@@ -36,6 +36,7 @@ const XOR_PEER_ADDRESS: u16 = 0x0012;
 const DATA_ATTR: u16 = 0x0013;
 const XOR_RELAYED_ADDRESS: u16 = 0x0016;
 const REQUESTED_ADDRESS_FAMILY: u16 = 0x0017;
+const EVEN_PORT: u16 = 0x0018;
 const REQUESTED_TRANSPORT: u16 = 0x0019;
 const XOR_MAPPED_ADDRESS: u16 = 0x0020;
 
@@ -45,6 +46,33 @@ const XOR_MAPPED_ADDRESS: u16 = 0x0020;
 /// confused with DTLS or RTP when demultiplexing (RFC 7983: first byte 64–79
 /// is TURN, 80–127 unassigned), so accepting it costs nothing.
 const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
+
+/// Comprehension-required attributes (below 0x8000) a TURN request may
+/// carry here. DONT-FRAGMENT (0x001A: the relay cannot promise DF) and
+/// RESERVATION-TOKEN (0x0022: no reservations are made) are not among them,
+/// so they get the 420 RFC 8656 asks for when a server does not support
+/// them.
+const KNOWN_REQUIRED: [u16; 18] = [
+    0x0006, 0x0008, 0x0009, 0x000A, 0x000C, 0x000D, 0x0012, 0x0013, 0x0014, 0x0015, 0x0016, 0x0017,
+    0x0018, 0x0019, 0x001C, 0x001D, 0x001E, 0x0020,
+];
+
+/// The comprehension-required attributes of `msg` this relay does not
+/// know, up to the first integrity attribute (what follows it is ignored).
+fn unknown_required(msg: &Message<'_>) -> Vec<u16> {
+    use stun_types::attribute::Attribute;
+    let mut unknown = Vec::new();
+    for (_, a) in msg.iter_attributes() {
+        let t = a.get_type().value();
+        if t == 0x0008 || t == 0x001C {
+            break;
+        }
+        if t < 0x8000 && !KNOWN_REQUIRED.contains(&t) && !unknown.contains(&t) {
+            unknown.push(t);
+        }
+    }
+    unknown
+}
 
 /// How long an expired channel's number and peer stay reserved (§12).
 const CHANNEL_RESERVATION_MS: u64 = 300_000;
@@ -132,8 +160,8 @@ impl TurnConfig {
 /// Relayed ports, opened and closed by the shell.
 pub trait RelaySockets {
     /// Open a relayed socket of `family` on a free port of the configured
-    /// range; its port.
-    fn open(&mut self, family: Family) -> Option<u16>;
+    /// range (an even one when `even`); its port.
+    fn open(&mut self, family: Family, even: bool) -> Option<u16>;
     /// Close the relayed socket on `port`.
     fn close(&mut self, port: u16);
 }
@@ -683,6 +711,11 @@ impl TurnCore {
         let Some(msg) = stun::parse(datagram) else {
             return Action::Drop(DropReason::Malformed);
         };
+        let unknown = unknown_required(&msg);
+        if !unknown.is_empty() {
+            return unknown_attributes(&msg, auth, &unknown, out)
+                .map_or(Action::Drop(DropReason::Malformed), Action::Reply);
+        }
         let result = if msg.has_method(ALLOCATE) {
             self.allocate(five, &msg, datagram, auth, now_ms, sockets)
         } else if msg.has_method(REFRESH) {
@@ -753,8 +786,17 @@ impl TurnCore {
             .config
             .relay_ip_of(family)
             .ok_or(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED)?;
+        // EVEN-PORT (RTP on an even port): R = 0 is an even port; R = 1 also
+        // asks to reserve the next one, which this relay does not do (508,
+        // as §7.2 says for a request the server cannot satisfy).
+        let even = match first(msg, datagram, EVEN_PORT).map(|v| v.first().copied()) {
+            None => false,
+            Some(Some(b)) if b & 0x80 == 0 => true,
+            Some(Some(_)) => return Err(ErrorCode::INSUFFICIENT_CAPACITY),
+            Some(None) => return Err(ErrorCode::BAD_REQUEST),
+        };
         self.quota.take(&auth.user)?;
-        let Some(port) = sockets.open(family) else {
+        let Some(port) = sockets.open(family, even) else {
             self.quota.give_back(&auth.user);
             return Err(ErrorCode::INSUFFICIENT_CAPACITY);
         };
@@ -1146,6 +1188,26 @@ impl TurnCore {
 }
 
 /// A signed error answer without a reason phrase.
+/// A signed 420 naming the attributes not understood.
+fn unknown_attributes(
+    msg: &Message<'_>,
+    auth: &Authenticated,
+    unknown: &[u16],
+    out: &mut [u8],
+) -> Option<usize> {
+    let e = ErrorCode::builder(ErrorCode::UNKNOWN_ATTRIBUTE)
+        .reason("")
+        .build()
+        .ok()?;
+    let types: Vec<AttributeType> = unknown.iter().map(|t| AttributeType::new(*t)).collect();
+    let mut w = Message::builder_error(msg, MessageWriteMutSlice::new(out));
+    w.add_attribute(&e).ok()?;
+    w.add_attribute(&stun_types::attribute::UnknownAttributes::new(&types))
+        .ok()?;
+    let n = w.finish();
+    Authenticator::sign(out, n, auth)
+}
+
 fn error(msg: &Message<'_>, auth: &Authenticated, code: u16, out: &mut [u8]) -> Option<usize> {
     let e = ErrorCode::builder(code).reason("").build().ok()?;
     let mut w = Message::builder_error(msg, MessageWriteMutSlice::new(out));
@@ -1176,11 +1238,14 @@ mod tests {
     }
 
     impl RelaySockets for Ports {
-        fn open(&mut self, _family: Family) -> Option<u16> {
+        fn open(&mut self, _family: Family, even: bool) -> Option<u16> {
             if self.exhausted {
                 return None;
             }
             self.next += 1;
+            if even && !self.next.is_multiple_of(2) {
+                self.next += 1;
+            }
             let p = 50_000 + self.next;
             self.open.insert(p);
             Some(p)
@@ -1399,6 +1464,54 @@ mod tests {
         );
         assert_eq!(r.core.allocations(), 0);
         assert!(r.ports.open.is_empty());
+    }
+
+    #[test]
+    fn even_port_and_unknown_attributes() {
+        let mut r = rig(|_| {});
+        let transport = (REQUESTED_TRANSPORT, vec![UDP, 0, 0, 0]);
+        let even = |f: FiveTuple, bits: u8| {
+            request(
+                ALLOCATE,
+                f,
+                "alice",
+                &[transport.clone(), (EVEN_PORT, vec![bits])],
+                None,
+            )
+        };
+        let (code, resp) = r.ask(five(1), &even(five(1), 0x00), 0);
+        assert_eq!(code, 0);
+        let tid = stun::parse(&resp).unwrap().transaction_id();
+        let relayed = parse_xor_address(&attr(&resp, XOR_RELAYED_ADDRESS), tid).unwrap();
+        assert_eq!(relayed.port() % 2, 0, "{relayed}");
+        // R = 1 asks for a reservation: not made here.
+        assert_eq!(r.ask(five(2), &even(five(2), 0x80), 0).0, 508);
+        // DONT-FRAGMENT and an unknown comprehension-required attribute: 420
+        // (signed) with both listed; comprehension-optional ones are ignored.
+        let d = request(
+            ALLOCATE,
+            five(3),
+            "alice",
+            &[
+                transport.clone(),
+                (0x001A, vec![]),
+                (0x7ABC, vec![1, 2, 3, 4]),
+                (0x8123, vec![0; 4]),
+            ],
+            None,
+        );
+        let (code, resp) = r.ask(five(3), &d, 0);
+        assert_eq!(code, 420);
+        let m = stun::parse(&resp).unwrap();
+        let u = m
+            .attribute::<stun_types::attribute::UnknownAttributes>()
+            .unwrap();
+        assert!(u.has_attribute(AttributeType::new(0x001A)));
+        assert!(u.has_attribute(AttributeType::new(0x7ABC)));
+        assert!(!u.has_attribute(AttributeType::new(0x8123)));
+        let key = Key::long_term(PasswordAlgorithm::Md5, "alice", "aether", "alicepass");
+        assert_eq!(integrity::verify(&resp, &m, &key), Ok(Integrity::Sha1));
+        assert_eq!(r.core.allocations(), 1);
     }
 
     #[test]

@@ -200,7 +200,7 @@ allowed_peers = ["127.0.0.1/32"]
 name = "alice"
 password = "alicepass"
 EOF
-  AETHER_TURN_SECRET=bench-secret RUST_LOG=error taskset -c $SERVER_CPU "$GW" --config "$WORK/gateway.toml" >"$WORK/gw.out" 2>"$WORK/gw.err" &
+  AETHER_TURN_SECRET=bench-relay-secret-0123456789abcdef RUST_LOG=error taskset -c $SERVER_CPU "$GW" --config "$WORK/gateway.toml" >"$WORK/gw.out" 2>"$WORK/gw.err" &
   GW_PID=$!; PIDS+=("$GW_PID")
   if ! stun_ready "$GW_PORT" "$GW_PID"; then
     if ! kill -0 "$GW_PID" 2>/dev/null; then

@@ -857,8 +857,8 @@ service = "world-service"
 
     #[test]
     fn later_sections_are_rejected_not_ignored() {
-        let e = err("[relay]\nrealm = \"aether\"\n");
-        assert_eq!((e.line, e.field.as_str()), (1, "relay"));
+        let e = err("[log]\nformat = \"json\"\n");
+        assert_eq!((e.line, e.field.as_str()), (1, "log"));
         assert!(e.message.contains("not yet supported"), "{e}");
     }
 

@@ -62,6 +62,15 @@ const OUT_BYTES: usize = MAX_MESSAGE + 64;
 /// A TCP client must send its first message within this time.
 const TCP_FIRST_MESSAGE: Duration = Duration::from_secs(10);
 
+/// Messages queued for one TCP client: beyond it, data for a client that
+/// does not read is dropped (as a full UDP buffer would), so a connection
+/// holds at most this many messages (each at most [`OUT_BYTES`]).
+const TCP_QUEUE: usize = 64;
+
+/// A TCP client that takes no bytes for this long is disconnected (its
+/// allocation goes with it).
+const TCP_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The validated `[relay]` section.
 #[derive(Clone)]
 pub struct RelayConfig {
@@ -864,14 +873,19 @@ async fn tcp_connection(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr)
     };
     let idx = inner.shard_of(&five);
     let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Bytes>(256);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(TCP_QUEUE);
     write(&inner.shards[idx].state).tcp.insert(five, tx.clone());
+    // Cancelled when the writer gives up, so the reader stops too.
+    let gone = inner.stop.child_token();
+    let writer_gone = gone.clone();
     let writer = tokio::spawn(async move {
         while let Some(b) = rx.recv().await {
-            if wr.write_all(&b).await.is_err() {
-                return;
+            match tokio::time::timeout(TCP_SEND_TIMEOUT, wr.write_all(&b)).await {
+                Ok(Ok(())) => {}
+                _ => break,
             }
         }
+        writer_gone.cancel();
     });
     let idle = Duration::from_secs(u64::from(inner.config.turn.max_lifetime));
     let mut buf = BytesMut::with_capacity(4096);
@@ -902,7 +916,7 @@ async fn tcp_connection(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr)
         let wait = if first { TCP_FIRST_MESSAGE } else { idle };
         let r = tokio::select! {
             r = tokio::time::timeout(wait, rd.read_buf(&mut buf)) => r,
-            () = inner.stop.cancelled() => break,
+            () = gone.cancelled() => break,
         };
         match r {
             Ok(Ok(n)) if n > 0 => {}
@@ -924,6 +938,7 @@ async fn tcp_connection(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr)
         );
     }
     drop(tx);
+    // A writer stuck on a client that reads nothing ends with its timeout.
     let _ = writer.await;
 }
 

@@ -225,6 +225,66 @@ mod tests {
         assert_eq!(format!("{key:?}"), "Key(..)");
     }
 
+    /// The RFC 5769 responses (§2.2, §2.3) and the long-term request
+    /// (§2.4) written from their parts: attributes with the codec, the
+    /// padding bytes as the RFC has them (§2: padding may be any value; the
+    /// vectors use spaces and zeros), MESSAGE-INTEGRITY and FINGERPRINT
+    /// with ours. Byte for byte the RFC's.
+    #[test]
+    fn rfc5769_vectors_are_written_byte_for_byte() {
+        use std::net::SocketAddr;
+        use stun_types::attribute::{Nonce, Realm, Software, Username, XorMappedAddress};
+        use stun_types::message::{MessageClass, MessageType, TransactionId};
+        let tid_of = |v: &[u8]| {
+            let mut t = [0u8; 16];
+            t[4..].copy_from_slice(&v[8..20]);
+            TransactionId::from(u128::from_be_bytes(t))
+        };
+        let short = Key::short_term("VOkJxbRl1RmTxUk/WvJxBt");
+        for (vector, addr) in [
+            (RESPONSE_V4, "192.0.2.1:32853"),
+            (RESPONSE_V6, "[2001:db8:1234:5678:11:2233:4455:6677]:32853"),
+        ] {
+            let want = hex(vector);
+            let tid = tid_of(&want);
+            let mut b = Message::builder(
+                MessageType::from_class_method(MessageClass::Success, BINDING),
+                tid,
+                MessageWriteVec::new(),
+            );
+            b.add_attribute(&Software::new("test vector").unwrap())
+                .unwrap();
+            let addr: SocketAddr = addr.parse().unwrap();
+            b.add_attribute(&XorMappedAddress::new(addr, tid)).unwrap();
+            let mut ours = b.finish();
+            // SOFTWARE's one padding byte: a space in the vectors.
+            ours[20 + 4 + 11] = 0x20;
+            let mut out = vec![0u8; ours.len() + 32];
+            out[..ours.len()].copy_from_slice(&ours);
+            let n = append(&mut out, ours.len(), &short, Integrity::Sha1).unwrap();
+            let n = append_fingerprint(&mut out, n).unwrap();
+            assert_eq!(out[..n], want[..], "{addr}");
+        }
+        let want = hex(REQUEST_LONG_TERM);
+        let tid = tid_of(&want);
+        let mut b = Message::builder(
+            MessageType::from_class_method(MessageClass::Request, BINDING),
+            tid,
+            MessageWriteVec::new(),
+        );
+        b.add_attribute(&Username::new(USER).unwrap()).unwrap();
+        b.add_attribute(&Nonce::new("f//499k954d6OL34oL9FSTvy64sA").unwrap())
+            .unwrap();
+        b.add_attribute(&Realm::new("example.org").unwrap())
+            .unwrap();
+        let ours = b.finish();
+        let key = Key::long_term(PasswordAlgorithm::Md5, USER, "example.org", "TheMatrIX");
+        let mut out = vec![0u8; ours.len() + 32];
+        out[..ours.len()].copy_from_slice(&ours);
+        let n = append(&mut out, ours.len(), &key, Integrity::Sha1).unwrap();
+        assert_eq!(out[..n], want[..], "§2.4");
+    }
+
     #[test]
     fn what_we_write_the_codec_reads_and_the_other_way_round() {
         // SHA-256 key + MESSAGE-INTEGRITY-SHA256: the codec's own pairing.

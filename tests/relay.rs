@@ -378,10 +378,19 @@ async fn peers_in_special_ranges_and_the_gateways_own_ports_are_refused() {
     ] {
         assert_eq!(c.bind_channel(0x4002, own).await.code, 403, "{own}");
     }
-    // A Send to a peer without permission, even the gateway's port, goes nowhere.
-    c.send_indication(r.gw.local_addr(), b"GET / HTTP/1.1\r\n\r\n")
-        .await;
+    // The loopback has a permission now (the test peer's), but a Send to
+    // the relay's own listener — a bare Binding that would be answered —
+    // is never relayed, on any own socket.
+    let before = r.status().await["drops"]["no_permission"].as_u64().unwrap();
+    for own in [r.udp(), r.gw.local_addr(), r.gw.admin_addr().unwrap()] {
+        c.send_indication(own, &binding(TransactionId::generate(), None))
+            .await;
+    }
     barrier(&mut c).await;
+    assert_eq!(c.recv_data(Duration::from_millis(200)).await, None);
+    let s = r.status().await;
+    assert_eq!(s["drops"]["no_permission"].as_u64().unwrap(), before + 3);
+    assert_eq!(s["to_peer"]["packets"], 0);
 }
 
 fn token(sub: &str) -> String {

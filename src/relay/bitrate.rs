@@ -62,12 +62,22 @@ impl BitrateCap {
         })
     }
 
-    /// The cost of a packet of `len` bytes, ns of allowance.
+    /// The cost of a packet of `len` bytes, ns of allowance: its size less
+    /// the overhead allowance, but never less than [`MIN_CHARGE`] bytes, so
+    /// a flood of tiny packets is not free.
     fn cost(&self, len: usize) -> u64 {
-        let charged = (len as u64).saturating_sub(u64::from(self.overhead_bytes));
+        let charged = (len as u64)
+            .saturating_sub(u64::from(self.overhead_bytes))
+            .max(MIN_CHARGE);
         charged.saturating_mul(self.ns_per_byte)
     }
 }
+
+/// Bytes every relayed packet is charged at least: an Opus DTX or
+/// comfort-noise frame is a few bytes, sent a few times a second, so this
+/// costs real voice nothing, while packets with no payload to speak of can
+/// no longer be relayed without limit.
+pub const MIN_CHARGE: u64 = 16;
 
 /// One allocation's bucket: the theoretical arrival time of its next byte.
 #[derive(Debug, Default)]

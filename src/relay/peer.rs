@@ -48,6 +48,10 @@ pub struct PeerPolicy {
     allowed: Vec<IpNet>,
     own: Vec<IpAddr>,
     own_sockets: Vec<SocketAddr>,
+    /// The relay host's own addresses and the relayed port range: on those
+    /// addresses only relayed ports are peers.
+    host: Vec<IpAddr>,
+    relay_ports: (u16, u16),
 }
 
 impl PeerPolicy {
@@ -58,7 +62,43 @@ impl PeerPolicy {
             allowed,
             own,
             own_sockets: Vec::new(),
+            host: Vec::new(),
+            relay_ports: (0, u16::MAX),
         }
+    }
+
+    /// On the relay host's own addresses (`host`: the relay and listener
+    /// addresses), only ports of `relay_ports` may be peers — other
+    /// clients' relayed addresses — never the host's other UDP services
+    /// (DNS, NTP, SNMP, …), unless the address is in `allowed` explicitly.
+    pub fn with_host(mut self, host: Vec<IpAddr>, relay_ports: (u16, u16)) -> Self {
+        self.host = host;
+        self.relay_ports = relay_ports;
+        self
+    }
+
+    /// Whether `peer` is one of the gateway's own sockets, or a port of the
+    /// relay host's own addresses outside the relayed range. Cheap: the
+    /// data path asks it for every Send indication.
+    pub fn is_own(&self, peer: SocketAddr) -> bool {
+        let v4 = embedded_v4(peer.ip());
+        let same =
+            |ip: IpAddr| ip == peer.ip() || embedded_v4(ip).zip(v4).is_some_and(|(a, b)| a == b);
+        let loopback = peer.ip().is_loopback() || v4.is_some_and(|v| v.is_loopback());
+        let socket = self.own_sockets.iter().any(|o| {
+            o.port() == peer.port()
+                // A wildcard listener answers on every loopback address too.
+                && (same(o.ip()) || (o.ip().is_unspecified() && (loopback || self.host.iter().any(|h| same(*h)))))
+        });
+        let (lo, hi) = self.relay_ports;
+        // An address the operator allowed explicitly (a test peer on the
+        // loopback) keeps all its ports but the gateway's own.
+        let allowed = self
+            .allowed
+            .iter()
+            .any(|n| n.contains(&peer.ip()) || v4.is_some_and(|v| n.contains(&IpAddr::V4(v))));
+        socket
+            || (!allowed && self.host.iter().any(|h| same(*h)) && !(lo..=hi).contains(&peer.port()))
     }
 
     /// Also deny these socket addresses (the gateway's HTTP, admin and
@@ -78,12 +118,7 @@ impl PeerPolicy {
     /// [`Forbidden::Own`] for one of the gateway's own listener sockets,
     /// else what [`PeerPolicy::check`] says of its address.
     pub fn check_socket(&self, peer: SocketAddr) -> Result<(), Forbidden> {
-        let v4 = embedded_v4(peer.ip());
-        let own = self.own_sockets.iter().any(|o| {
-            o.port() == peer.port()
-                && (o.ip() == peer.ip() || embedded_v4(o.ip()).zip(v4).is_some_and(|(a, b)| a == b))
-        });
-        if own {
+        if self.is_own(peer) {
             return Err(Forbidden::Own);
         }
         self.check(peer.ip())
@@ -120,7 +155,9 @@ impl PeerPolicy {
 
 /// The IPv4 address an address stands for: itself, or the one carried by
 /// an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`),
-/// NAT64 (`64:ff9b::/96`, `64:ff9b:1::/48`) or 6to4 (`2002::/16`) address.
+/// NAT64 (`64:ff9b::/96`) or 6to4 (`2002::/16`) address. (The NAT64
+/// local-use prefix `64:ff9b:1::/48` may place the IPv4 address elsewhere,
+/// RFC 6052 §2.2, so the policy refuses it whole instead of decoding it.)
 pub fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
     let v6 = match ip {
         IpAddr::V4(v4) => return Some(v4),
@@ -136,7 +173,7 @@ pub fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
     if s[..5] == [0; 5] && (s[5] == 0xffff || s[5] == 0) {
         return Some(last32());
     }
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..3] == [0x64, 0xff9b, 1] {
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         return Some(last32());
     }
     if s[0] == 0x2002 {
@@ -147,6 +184,12 @@ pub fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
 
 fn check_v4(ip: Ipv4Addr) -> Result<(), Forbidden> {
     let [a, b, c, _] = ip.octets();
+    // The deprecated 6to4 relay anycast. (The documentation blocks are not
+    // routed anywhere, so relaying to them reaches nothing; they stay
+    // allowed, as the tests' stand-ins for public peers.)
+    if (a, b, c) == (192, 88, 99) {
+        return Err(Forbidden::Reserved);
+    }
     Err(match (a, b, c) {
         (0, _, _) => Forbidden::Unspecified,
         (127, _, _) => Forbidden::Loopback,
@@ -163,7 +206,19 @@ fn check_v4(ip: Ipv4Addr) -> Result<(), Forbidden> {
 }
 
 fn check_v6(ip: Ipv6Addr) -> Result<(), Forbidden> {
-    let s0 = ip.segments()[0];
+    let s = ip.segments();
+    // Forms a translator may turn into an IPv4 address whose layout this
+    // policy does not decode, and ranges no peer lives in: refused whole.
+    let reserved = s[..3] == [0x64, 0xff9b, 1] // NAT64 local use (RFC 8215)
+        || (s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0) // IPv4-translated (RFC 2765)
+        || s[..4] == [0x0100, 0, 0, 0] // discard-only (RFC 6666)
+        || (s[0] == 0x2001 && s[1] == 0x0002 && s[2] == 0) // benchmarking
+        || (s[0] == 0x2001 && (0x0010..=0x001f).contains(&s[1])) // ORCHID
+        || s[0] == 0x5f00; // segment routing SIDs (RFC 9602)
+    if reserved {
+        return Err(Forbidden::Reserved);
+    }
+    let s0 = s[0];
     Err(match s0 {
         _ if ip.is_unspecified() => Forbidden::Unspecified,
         _ if ip.is_loopback() => Forbidden::Loopback,
@@ -196,6 +251,19 @@ mod tests {
         // Another port of the allowed range, e.g. another client's relayed port.
         assert_eq!(at("127.0.0.1:50001"), Ok(()));
         assert_eq!(at("127.0.0.2:3478"), Err(Forbidden::Loopback));
+        // The relay host: only relayed ports are peers there.
+        let p = PeerPolicy::default()
+            .with_own_sockets(vec!["0.0.0.0:3478".parse().unwrap()])
+            .with_host(vec!["203.0.113.5".parse().unwrap()], (50000, 59999));
+        let at = |s: &str| p.check_socket(s.parse().unwrap());
+        assert_eq!(at("203.0.113.5:50001"), Ok(()));
+        assert_eq!(at("203.0.113.5:53"), Err(Forbidden::Own));
+        assert_eq!(at("203.0.113.5:3478"), Err(Forbidden::Own));
+        assert_eq!(at("[::ffff:203.0.113.5]:123"), Err(Forbidden::Own));
+        assert_eq!(at("203.0.113.6:53"), Ok(()));
+        // A wildcard listener answers on every loopback address.
+        assert!(p.is_own("127.0.0.2:3478".parse().unwrap()));
+        assert!(!p.is_own("127.0.0.2:3479".parse().unwrap()));
     }
 
     #[test]
@@ -217,7 +285,17 @@ mod tests {
             ("172.31.255.255", Forbidden::Private),
             ("192.168.1.1", Forbidden::Private),
             ("::ffff:10.0.0.1", Forbidden::Private),
-            ("64:ff9b:1::a00:1", Forbidden::Private),
+            ("64:ff9b:1::a00:1", Forbidden::Reserved),
+            // The RFC 6052 /48 layout of 127.0.0.1, which the last 32 bits
+            // would read as 8.8.8.8: the whole local-use prefix is refused.
+            ("64:ff9b:1:7f00:0:100:808:808", Forbidden::Reserved),
+            // IPv4-translated 169.254.169.254.
+            ("::ffff:0:a9fe:a9fe", Forbidden::Reserved),
+            ("100::1", Forbidden::Reserved),
+            ("2001:2::1", Forbidden::Reserved),
+            ("2001:10::1", Forbidden::Reserved),
+            ("5f00::1", Forbidden::Reserved),
+            ("192.88.99.1", Forbidden::Reserved),
             ("fd00::1", Forbidden::Private),
             ("fec0::1", Forbidden::Private),
             ("169.254.169.254", Forbidden::LinkLocal),

@@ -6,7 +6,7 @@
 //!   authenticates it without any lock, and data (ChannelData, Send) is
 //!   looked up under the *read* lock of the client's shard (the 5-tuple's
 //!   hash picks one of [`SHARDS`]) and sent on the allocation's relayed
-//!   socket with a non-blocking `try_send_to`;
+//!   socket with a non-blocking `send_to`;
 //! - **peer → client**: each relayed socket has a task of its own that
 //!   wakes on readiness, reads into a per-thread scratch buffer (so an idle
 //!   allocation holds no buffer), frames the payload under the read lock of
@@ -152,7 +152,10 @@ impl Stats {
 }
 
 struct RelayPort {
-    socket: Arc<UdpSocket>,
+    /// Sends go through a plain non-blocking clone of the socket: tokio's
+    /// `try_send_to` refuses (WouldBlock) until its reactor has seen the
+    /// new socket writable, which lost an allocation's first packets.
+    send: std::net::UdpSocket,
     task: AbortHandle,
 }
 
@@ -183,6 +186,8 @@ struct Inner {
     limiter: ChallengeLimiter,
     quota: Arc<Quota>,
     udp: Arc<UdpSocket>,
+    /// The listener, for sending (see [`RelayPort::send`]).
+    udp_send: std::net::UdpSocket,
     udp_local: SocketAddr,
     tcp_local: Option<SocketAddr>,
     config: RelayConfig,
@@ -225,6 +230,7 @@ impl Opener<'_> {
         }
         let std = std::net::UdpSocket::bind((ip, port)).ok()?;
         std.set_nonblocking(true).ok()?;
+        let send = std.try_clone().ok()?;
         let socket = Arc::new(UdpSocket::from_std(std).ok()?);
         let task = tokio::spawn(peer_loop(
             Arc::clone(self.inner),
@@ -235,7 +241,7 @@ impl Opener<'_> {
         self.ports.insert(
             port,
             RelayPort {
-                socket,
+                send,
                 task: task.abort_handle(),
             },
         );
@@ -295,7 +301,7 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+fn bind_udp(addr: SocketAddr) -> io::Result<(UdpSocket, std::net::UdpSocket)> {
     let domain = socket2::Domain::for_address(addr);
     let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     // Voice arrives in bursts from many clients: room for them while the
@@ -304,13 +310,17 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     let _ = s.set_send_buffer_size(4 << 20);
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
-    UdpSocket::from_std(s.into())
+    let std: std::net::UdpSocket = s.into();
+    let send = std.try_clone()?;
+    Ok((UdpSocket::from_std(std)?, send))
 }
 
 /// The UDP listener, and TCP on the same address. With port 0 the TCP
 /// listener takes the port the kernel gave UDP; when that port is taken for
 /// TCP, both are bound again elsewhere.
-async fn bind_listeners(config: &RelayConfig) -> io::Result<(UdpSocket, Option<TcpListener>)> {
+async fn bind_listeners(
+    config: &RelayConfig,
+) -> io::Result<((UdpSocket, std::net::UdpSocket), Option<TcpListener>)> {
     let named = |e: io::Error, what: &str, a: SocketAddr| {
         io::Error::new(e.kind(), format!("relay {what} {a}: {e}"))
     };
@@ -320,7 +330,7 @@ async fn bind_listeners(config: &RelayConfig) -> io::Result<(UdpSocket, Option<T
         if !config.tcp {
             return Ok((udp, None));
         }
-        let addr = udp.local_addr()?;
+        let addr = udp.0.local_addr()?;
         match TcpListener::bind(addr).await {
             Ok(l) => return Ok((udp, Some(l))),
             Err(e) if config.listen.port() == 0 && attempts < 16 => {
@@ -344,7 +354,7 @@ impl Relay {
         stop: CancellationToken,
     ) -> io::Result<Arc<Relay>> {
         let clock = Arc::clone(&config.clock);
-        let (udp, tcp) = bind_listeners(&config).await?;
+        let ((udp, udp_send), tcp) = bind_listeners(&config).await?;
         let udp_local = udp.local_addr()?;
         let tcp_local = tcp.as_ref().map(TcpListener::local_addr).transpose()?;
 
@@ -385,8 +395,25 @@ impl Relay {
             config.turn.max_allocations_per_user,
             config.turn.max_allocations,
         ));
+        let mut host: Vec<IpAddr> = [
+            Some(config.turn.relay_ip),
+            config.turn.relay_ip_v6,
+            Some(config.relay_bind),
+            config.relay_bind_v6,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(own_sockets.iter().map(SocketAddr::ip))
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
+        host.sort_unstable();
+        host.dedup();
         let mut turn = config.turn.clone();
-        turn.peers = turn.peers.clone().with_own_sockets(own_sockets);
+        turn.peers = turn
+            .peers
+            .clone()
+            .with_own_sockets(own_sockets)
+            .with_host(host, config.ports);
         let shards = (0..SHARDS)
             .map(|_| Shard {
                 state: RwLock::new(ShardState {
@@ -407,6 +434,7 @@ impl Relay {
             ),
             quota,
             udp: Arc::new(udp),
+            udp_send,
             udp_local,
             tcp_local,
             config,
@@ -615,7 +643,7 @@ fn process(inner: &Arc<Inner>, five: FiveTuple, d: &[u8], out: &mut [u8]) -> Opt
                     start,
                     end,
                 } => match g.ports.get(&relay_port) {
-                    Some(p) => match p.socket.try_send_to(&d[start..end], peer) {
+                    Some(p) => match p.send.send_to(&d[start..end], peer) {
                         Ok(_) => {
                             bump(&shard.stats.to_peer_packets, 1);
                             bump(&shard.stats.to_peer_bytes, (end - start) as u64);
@@ -683,7 +711,7 @@ async fn udp_loop(inner: Arc<Inner>) {
                         transport: Transport::Udp,
                     };
                     if let Some(m) = process(&inner, five, &buf[..n], &mut out)
-                        && inner.udp.try_send_to(&out[..m], from).is_err()
+                        && inner.udp_send.send_to(&out[..m], from).is_err()
                     {
                         bump(&inner.shards[inner.shard_of(&five)].stats.send_errors, 1);
                     }
@@ -745,7 +773,7 @@ fn to_client(
     match g.core.on_peer(port, peer, payload, now_ms, out) {
         Action::ToClient { five, n } => {
             let sent = match five.transport {
-                Transport::Udp => inner.udp.try_send_to(&out[..n], five.client).is_ok(),
+                Transport::Udp => inner.udp_send.send_to(&out[..n], five.client).is_ok(),
                 Transport::Tcp => {
                     // ChannelData over TCP is padded to a multiple of four
                     // (RFC 8656 §12.5); STUN messages already are.

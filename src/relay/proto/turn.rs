@@ -990,9 +990,12 @@ impl TurnCore {
         else {
             return Action::Drop(DropReason::Malformed);
         };
+        // Permissions are per address, so a permitted address's other
+        // ports are only checked here: never the gateway's own sockets.
         if a.permissions
             .get(&peer.ip())
             .is_none_or(|exp| *exp <= now_ms)
+            || self.config.peers.is_own(peer)
         {
             return Action::Drop(DropReason::NoPermission);
         }

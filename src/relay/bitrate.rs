@@ -176,9 +176,14 @@ mod tests {
         assert!(!b.admit(&cap, 1000, us(100_400)));
         assert!(b.admit(&cap, 1000, us(100_600)));
         assert_eq!(BitrateCap::new(0), None);
-        // Packets no larger than the allowance are free.
-        let cap = BitrateCap::with(8, 48, Duration::ZERO).unwrap();
-        assert!((0..100).all(|_| b.admit(&cap, 48, 0)));
+        // Packets no larger than the allowance still cost MIN_CHARGE: at
+        // 64 kbps with a 250 ms burst, 2000 bytes of credit = 125 of them
+        // at once, and then no more until time passes.
+        let cap = BitrateCap::with(64, 48, Duration::from_millis(250)).unwrap();
+        let b = BitrateBucket::default();
+        let n = (0..1000).take_while(|_| b.admit(&cap, 48, 0)).count();
+        assert_eq!(n, 2000 / MIN_CHARGE as usize);
+        assert!(b.admit(&cap, 1, 2 * MS));
     }
 
     proptest::proptest! {

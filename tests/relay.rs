@@ -636,6 +636,8 @@ async fn revoking_a_user_tears_down_their_allocations_and_refuses_them() {
         json!({"user": "alice", "allocations_deleted": 2, "revoked_until": r.now + 600})
     );
     assert_eq!(r.status().await["allocations"], 1);
+    // The TCP client's connection goes with its allocation.
+    assert!(a2.closed(WAIT).await, "revoked TCP connection left open");
     // A revoked user's own 5-tuples are refused too (401, as a wrong
     // credential: the client learns nothing more).
     assert_eq!(a1.refresh(600).await.code, 401);
@@ -816,4 +818,24 @@ async fn clients_reach_an_ipv6_listener() {
     let a = c.allocate().await;
     assert!(a.success);
     assert_eq!(a.addr(XOR_MAPPED_ADDRESS), Some(c.local_addr()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_tcp_slot() {
+    let r = rig("max_tcp_connections_per_address = 3").await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = TurnClient::tcp(r.tcp(), Creds::new("alice", "alicepass")).await;
+        barrier(&mut c).await;
+        held.push(c);
+    }
+    // The fourth from 127.0.0.1 is closed at once; another address is served.
+    let mut fourth = TurnClient::tcp(r.tcp(), Creds::new("alice", "alicepass")).await;
+    assert!(fourth.closed(WAIT).await);
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let stream = s.connect(r.tcp()).await.unwrap();
+    let mut other = TurnClient::from_tcp(stream, r.tcp(), Creds::new("alice", "alicepass"));
+    assert!(other.allocate().await.success);
+    drop(held);
 }

@@ -225,6 +225,9 @@ pub struct RelayFile {
     /// Open TCP client connections at most. Default 4096.
     #[serde(default = "default_tcp_connections")]
     pub max_tcp_connections: Spanned<usize>,
+    /// Open TCP client connections from one address at most. Default 64.
+    #[serde(default = "default_tcp_per_address")]
+    pub max_tcp_connections_per_address: Spanned<usize>,
 }
 
 /// `[[relay.users]]`.
@@ -284,6 +287,9 @@ fn default_challenge_burst() -> Spanned<u32> {
 }
 fn default_nonce_lifetime() -> Spanned<u64> {
     Spanned::new(0..0, 600)
+}
+fn default_tcp_per_address() -> Spanned<usize> {
+    Spanned::new(0..0, 64)
 }
 fn default_tcp_connections() -> Spanned<usize> {
     Spanned::new(0..0, 4096)

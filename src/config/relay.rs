@@ -295,6 +295,10 @@ pub(super) fn build(
             &f.max_channels_per_allocation,
         ),
         ("max_tcp_connections", &f.max_tcp_connections),
+        (
+            "max_tcp_connections_per_address",
+            &f.max_tcp_connections_per_address,
+        ),
     ] {
         if *v.get_ref() == 0 {
             return Err(cx.spanned(v, field(name), "must be at least 1"));
@@ -481,6 +485,7 @@ pub(super) fn build(
             challenges_per_second: *f.challenges_per_second.get_ref(),
             challenge_burst: *f.challenge_burst.get_ref(),
             max_tcp_connections: *f.max_tcp_connections.get_ref(),
+            max_tcp_connections_per_address: *f.max_tcp_connections_per_address.get_ref(),
             revocation_seconds: ttl,
             clock: std::sync::Arc::clone(&cx.clock),
         },

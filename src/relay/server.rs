@@ -59,8 +59,10 @@ const MAX_MESSAGE: usize = 20 + 65_535;
 /// Room for a peer's largest datagram framed as a Data indication.
 const OUT_BYTES: usize = MAX_MESSAGE + 64;
 
-/// A TCP client must send its first message within this time.
-const TCP_FIRST_MESSAGE: Duration = Duration::from_secs(10);
+/// A TCP client must hold an allocation this long after connecting, at the
+/// latest (a deadline, not an idle time: trickling bytes does not extend
+/// it); a connection only for STUN Binding is closed then too.
+const TCP_SETUP: Duration = Duration::from_secs(30);
 
 /// Messages queued for one TCP client: beyond it, data for a client that
 /// does not read is dropped (as a full UDP buffer would), so a connection
@@ -101,6 +103,8 @@ pub struct RelayConfig {
     pub challenge_burst: u32,
     /// Open TCP client connections at most.
     pub max_tcp_connections: usize,
+    /// Open TCP client connections from one address at most.
+    pub max_tcp_connections_per_address: usize,
     /// How long a revoked user stays refused: credentials issued before the
     /// revocation live at most this long.
     pub revocation_seconds: u64,
@@ -162,8 +166,8 @@ struct RelayPort {
 struct ShardState {
     core: TurnCore,
     ports: HashMap<u16, RelayPort>,
-    /// Writers of this shard's TCP clients.
-    tcp: HashMap<FiveTuple, mpsc::Sender<Bytes>>,
+    /// Writers of this shard's TCP clients, and what closes each connection.
+    tcp: HashMap<FiveTuple, (mpsc::Sender<Bytes>, CancellationToken)>,
 }
 
 #[repr(align(128))]
@@ -195,6 +199,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     hasher: std::hash::RandomState,
     tcp_open: AtomicU64,
+    /// Open TCP connections per client address.
+    tcp_per_address: DashMap<IpAddr, usize>,
     stop: CancellationToken,
 }
 
@@ -442,6 +448,7 @@ impl Relay {
             clock,
             hasher: std::hash::RandomState::new(),
             tcp_open: AtomicU64::new(0),
+            tcp_per_address: DashMap::new(),
             stop,
         });
         tokio::spawn(udp_loop(Arc::clone(&inner)));
@@ -474,7 +481,13 @@ impl Relay {
         let mut n = 0;
         for (i, shard) in inner.shards.iter().enumerate() {
             let mut g = write(&shard.state);
-            let ShardState { core, ports, .. } = &mut *g;
+            let ShardState { core, ports, tcp } = &mut *g;
+            // A TCP client's connection is its allocation's: it is closed too.
+            for five in core.allocations_of(user) {
+                if let Some((_, close)) = tcp.get(&five) {
+                    close.cancel();
+                }
+            }
             n += core.revoke(
                 user,
                 &mut Opener {
@@ -659,13 +672,16 @@ fn process(inner: &Arc<Inner>, five: FiveTuple, d: &[u8], out: &mut [u8]) -> Opt
         }
         Front::Control(auth) => {
             bump(&shard.stats.requests, 1);
+            let mut g = write(&shard.state);
+            // Checked under the shard's lock: a revocation marks the user
+            // before it sweeps the shards, so no Allocate can slip between.
             if inner.is_revoked(&auth.user, now_unix) {
+                drop(g);
                 return match refuse_revoked(&inner.auth, five, d, now_unix, out) {
                     Action::Reply(n) => Some(n),
                     _ => None,
                 };
             }
-            let mut g = write(&shard.state);
             let ShardState { core, ports, .. } = &mut *g;
             let action = core.control(
                 five,
@@ -780,7 +796,8 @@ fn to_client(
                     let padded = (n + 3) & !3;
                     out[n..padded].fill(0);
                     g.tcp.get(&five).is_some_and(|tx| {
-                        tx.try_send(Bytes::copy_from_slice(&out[..padded])).is_ok()
+                        tx.0.try_send(Bytes::copy_from_slice(&out[..padded]))
+                            .is_ok()
                     })
                 }
             };
@@ -858,12 +875,30 @@ async fn tcp_accept(inner: Arc<Inner>, listener: TcpListener) {
             },
             () = inner.stop.cancelled() => return,
         };
+        // One address may not take every slot (unauthenticated clients
+        // included: they hold a slot until TCP_SETUP).
+        let ip = peer.ip();
+        {
+            let mut n = inner.tcp_per_address.entry(ip).or_insert(0);
+            if *n >= inner.config.max_tcp_connections_per_address {
+                bump(
+                    &inner.shards[0].stats.drops[DropReason::Throttled.index()],
+                    1,
+                );
+                continue;
+            }
+            *n += 1;
+        }
         let _ = stream.set_nodelay(true);
         let inner = Arc::clone(&inner);
         tokio::spawn(async move {
             inner.tcp_open.fetch_add(1, Ordering::Relaxed);
             tcp_connection(&inner, stream, peer).await;
             inner.tcp_open.fetch_sub(1, Ordering::Relaxed);
+            inner.tcp_per_address.remove_if_mut(&ip, |_, n| {
+                *n -= 1;
+                *n == 0
+            });
             drop(permit);
         });
     }
@@ -902,9 +937,12 @@ async fn tcp_connection(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr)
     let idx = inner.shard_of(&five);
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(TCP_QUEUE);
-    write(&inner.shards[idx].state).tcp.insert(five, tx.clone());
-    // Cancelled when the writer gives up, so the reader stops too.
+    // Cancelled when the writer gives up or the user is revoked: the
+    // reader stops too.
     let gone = inner.stop.child_token();
+    write(&inner.shards[idx].state)
+        .tcp
+        .insert(five, (tx.clone(), gone.clone()));
     let writer_gone = gone.clone();
     let writer = tokio::spawn(async move {
         while let Some(b) = rx.recv().await {
@@ -916,16 +954,21 @@ async fn tcp_connection(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr)
         writer_gone.cancel();
     });
     let idle = Duration::from_secs(u64::from(inner.config.turn.max_lifetime));
+    let setup = tokio::time::Instant::now() + TCP_SETUP;
+    let mut allocated = false;
     let mut buf = BytesMut::with_capacity(4096);
-    let mut out = vec![0u8; OUT_BYTES];
-    let mut first = true;
     'conn: loop {
         loop {
             match tcp_frame(&buf) {
                 Ok(Some((msg, taken))) => {
-                    first = false;
-                    if let Some(n) = process(inner, five, &buf[..msg], &mut out)
-                        && tx.send(Bytes::copy_from_slice(&out[..n])).await.is_err()
+                    // Answers are written into the thread's scratch buffer
+                    // (an idle connection holds none) and copied out.
+                    let reply = SCRATCH.with_borrow_mut(|(_, out)| {
+                        process(inner, five, &buf[..msg], out)
+                            .map(|n| Bytes::copy_from_slice(&out[..n]))
+                    });
+                    if let Some(b) = reply
+                        && tx.send(b).await.is_err()
                     {
                         break 'conn;
                     }
@@ -941,9 +984,16 @@ async fn tcp_connection(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr)
         if buf.capacity() - buf.len() < 2048 {
             buf.reserve(MAX_MESSAGE.min(buf.len() + 4096));
         }
-        let wait = if first { TCP_FIRST_MESSAGE } else { idle };
+        if !allocated {
+            allocated = read(&inner.shards[idx].state).core.has_allocation(&five);
+        }
+        let deadline = if allocated {
+            tokio::time::Instant::now() + idle
+        } else {
+            setup
+        };
         let r = tokio::select! {
-            r = tokio::time::timeout(wait, rd.read_buf(&mut buf)) => r,
+            r = tokio::time::timeout_at(deadline, rd.read_buf(&mut buf)) => r,
             () = gone.cancelled() => break,
         };
         match r {

@@ -204,6 +204,16 @@ impl TurnClient {
         }
     }
 
+    pub fn from_tcp(s: TcpStream, server: SocketAddr, creds: Creds) -> TurnClient {
+        s.set_nodelay(true).unwrap();
+        TurnClient {
+            conn: Conn::Tcp(s, Vec::new()),
+            server,
+            creds,
+            nonce: None,
+        }
+    }
+
     pub async fn tcp(server: SocketAddr, creds: Creds) -> TurnClient {
         let s = TcpStream::connect(server).await.unwrap();
         s.set_nodelay(true).unwrap();

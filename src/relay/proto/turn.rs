@@ -657,6 +657,20 @@ impl TurnCore {
             .collect()
     }
 
+    /// Whether the 5-tuple holds an allocation.
+    pub fn has_allocation(&self, five: &FiveTuple) -> bool {
+        self.allocations.contains_key(five)
+    }
+
+    /// The 5-tuples of `user`'s allocations.
+    pub fn allocations_of(&self, user: &str) -> Vec<FiveTuple> {
+        self.allocations
+            .iter()
+            .filter(|(_, a)| a.user == user)
+            .map(|(f, _)| *f)
+            .collect()
+    }
+
     /// The allocation on this relayed port, if any.
     pub fn owner_of(&self, relay_port: u16) -> Option<FiveTuple> {
         self.by_port.get(&relay_port).copied()

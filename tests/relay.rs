@@ -600,11 +600,34 @@ async fn unauthenticated_answers_are_rate_limited_per_source_prefix() {
     }
     // The answers arrive before the Binding's, which is never limited.
     assert_eq!(challenges_before_barrier(&mut c).await, 5);
-    // Another address of the same /24 shares the budget.
-    let mut other = r.alice().await;
-    let b = bare(&other);
-    other.send_raw(&b).await;
-    assert_eq!(challenges_before_barrier(&mut other).await, 0);
+    // Another address of the same /24 has a budget of its own, until the
+    // prefix's (8 addresses' worth) is spent.
+    for last in 2..=8 {
+        let mut other = TurnClient::udp_from(
+            format!("127.0.0.{last}").parse().unwrap(),
+            r.udp(),
+            Creds::new("alice", "alicepass"),
+        )
+        .await;
+        for _ in 0..5 {
+            let b = bare(&other);
+            other.send_raw(&b).await;
+        }
+        assert_eq!(
+            challenges_before_barrier(&mut other).await,
+            5,
+            "127.0.0.{last}"
+        );
+    }
+    let mut ninth = TurnClient::udp_from(
+        "127.0.0.9".parse().unwrap(),
+        r.udp(),
+        Creds::new("alice", "alicepass"),
+    )
+    .await;
+    let b = bare(&ninth);
+    ninth.send_raw(&b).await;
+    assert_eq!(challenges_before_barrier(&mut ninth).await, 0);
     assert_eq!(r.status().await["drops"]["throttled"], 16);
     // A second later: five more.
     r.clock.advance(1);

@@ -194,6 +194,17 @@ impl TurnClient {
         }
     }
 
+    /// A UDP client on another loopback address (127.0.0.2, …).
+    pub async fn udp_from(local: IpAddr, server: SocketAddr, creds: Creds) -> TurnClient {
+        let s = UdpSocket::bind(SocketAddr::new(local, 0)).await.unwrap();
+        TurnClient {
+            conn: Conn::Udp(s),
+            server,
+            creds,
+            nonce: None,
+        }
+    }
+
     pub async fn udp6(server: SocketAddr, creds: Creds) -> TurnClient {
         let s = UdpSocket::bind("[::1]:0").await.unwrap();
         TurnClient {

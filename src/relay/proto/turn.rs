@@ -328,18 +328,24 @@ impl Quota {
     }
 }
 
-/// Limits how often one source prefix is answered without having
-/// authenticated (401/438 challenges): a fixed table of GCRA cells indexed
-/// by a keyed hash of the prefix, so spoofed floods create no state and the
-/// relay cannot be used to amplify. Prefixes that share a cell share a rate.
+/// Limits how often sources are answered without having authenticated
+/// (401/438 challenges), at two levels: each source address (IPv4, or an
+/// IPv6 /64) at the configured rate, and each prefix (/24, /56) at
+/// [`PREFIX_FACTOR`] times it, so one noisy address cannot starve its
+/// neighbours while a flood from a whole prefix stays bounded. The cells
+/// are a fixed table indexed by a keyed hash, so spoofed floods create no
+/// state; keys that share a cell share its rate.
 pub struct ChallengeLimiter {
     cells: Box<[std::sync::atomic::AtomicU64]>,
-    /// Nanoseconds between challenges of one prefix (the rate).
+    /// Nanoseconds between challenges of one address (the rate).
     interval_ns: u64,
     /// Burst, in nanoseconds of credit.
     burst_ns: u64,
     hasher: std::hash::RandomState,
 }
+
+/// A prefix's budget, in addresses' worth.
+pub const PREFIX_FACTOR: u64 = 8;
 
 impl std::fmt::Debug for ChallengeLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -351,8 +357,9 @@ impl std::fmt::Debug for ChallengeLimiter {
 }
 
 impl ChallengeLimiter {
-    /// `per_second` challenges per source prefix (/24 for IPv4, /56 for
-    /// IPv6) with bursts of `burst`, in a table of `cells` entries.
+    /// `per_second` challenges per source address with bursts of `burst`
+    /// (and [`PREFIX_FACTOR`] times both per prefix), in a table of `cells`
+    /// entries.
     pub fn new(per_second: u32, burst: u32, cells: usize) -> Self {
         let interval_ns = 1_000_000_000 / u64::from(per_second.max(1));
         ChallengeLimiter {
@@ -365,26 +372,35 @@ impl ChallengeLimiter {
         }
     }
 
-    fn prefix(ip: IpAddr) -> u128 {
+    /// The address key (IPv4 /32, IPv6 /64) and the prefix key (/24, /56),
+    /// tagged apart.
+    fn keys(ip: IpAddr) -> (u128, u128) {
         match crate::relay::peer::embedded_v4(ip)
             .map(IpAddr::V4)
             .unwrap_or(ip)
         {
-            IpAddr::V4(v4) => u128::from(u32::from(v4) & 0xFFFF_FF00),
-            IpAddr::V6(v6) => (u128::from(v6) & !((1u128 << 72) - 1)) | 1,
+            IpAddr::V4(v4) => {
+                let a = u128::from(u32::from(v4));
+                (a << 8, ((a & 0xFFFF_FF00) << 8) | 1)
+            }
+            IpAddr::V6(v6) => {
+                let a = u128::from(v6);
+                (
+                    (a & !((1u128 << 64) - 1)) | 2,
+                    (a & !((1u128 << 72) - 1)) | 3,
+                )
+            }
         }
     }
 
-    /// May `ip` get another challenge at `now_ms` (monotonic)?
-    pub fn admit(&self, ip: IpAddr, now_ms: u64) -> bool {
+    fn take(&self, key: u128, interval_ns: u64, burst_ns: u64, now_ms: u64) -> bool {
         use std::hash::BuildHasher;
         use std::sync::atomic::Ordering;
-        let cell =
-            &self.cells[(self.hasher.hash_one(Self::prefix(ip)) as usize) % self.cells.len()];
+        let cell = &self.cells[(self.hasher.hash_one(key) as usize) % self.cells.len()];
         // GCRA on the cell's theoretical arrival time (TAT); +1 so that a
         // fresh cell (0) is always in the past.
         let now = now_ms.saturating_mul(1_000_000) + 1;
-        let tolerance = self.burst_ns - self.interval_ns;
+        let tolerance = burst_ns - interval_ns;
         let mut tat = cell.load(Ordering::Relaxed);
         loop {
             let base = tat.max(now);
@@ -393,7 +409,7 @@ impl ChallengeLimiter {
             }
             match cell.compare_exchange_weak(
                 tat,
-                base + self.interval_ns,
+                base + interval_ns,
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
@@ -401,6 +417,22 @@ impl ChallengeLimiter {
                 Err(t) => tat = t,
             }
         }
+    }
+
+    /// May `ip` get another challenge at `now_ms` (monotonic)? The
+    /// address's own budget first: a refused address costs its prefix
+    /// nothing.
+    pub fn admit(&self, ip: IpAddr, now_ms: u64) -> bool {
+        let (address, prefix) = Self::keys(ip);
+        self.take(address, self.interval_ns, self.burst_ns, now_ms)
+            // PREFIX_FACTOR times the rate and the burst: the same credit
+            // in time, spent PREFIX_FACTOR times faster.
+            && self.take(
+                prefix,
+                (self.interval_ns / PREFIX_FACTOR).max(1),
+                self.burst_ns,
+                now_ms,
+            )
     }
 }
 

@@ -321,6 +321,23 @@ async fn sha256_integrity_and_password_algorithm_are_supported() {
         );
         assert!(c.refresh(0).await.success);
     }
+    // MD5 named explicitly, with the offered list echoed: fine.
+    let mut creds = Creds::new("alice", "alicepass");
+    creds.echo_algorithms = true;
+    assert!(
+        TurnClient::udp(r.udp(), creds)
+            .await
+            .allocate()
+            .await
+            .success
+    );
+    // PASSWORD-ALGORITHM without the echoed list (RFC 8489 §9.2.4): 400.
+    let mut creds = Creds::new("alice", "alicepass");
+    creds.lone_algorithm = true;
+    assert_eq!(
+        TurnClient::udp(r.udp(), creds).await.allocate().await.code,
+        400
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,6 +470,20 @@ async fn gateway_issued_credentials_work_until_they_expire_and_forgeries_never()
     let old = rest_password(b"relay-tests-the-old-secret-987654", &username);
     let mut o = TurnClient::udp(r.udp(), Creds::new(&username, &old)).await;
     assert!(o.allocate().await.success);
+    // A token whose sub names a static user is not that user: refused.
+    let t = format!("Bearer {}", token("alice"));
+    let alice = http1(r.gw.local_addr(), post(&[("authorization", &t)]))
+        .await
+        .json();
+    let mut impostor = TurnClient::udp(
+        r.udp(),
+        Creds::new(
+            alice["username"].as_str().unwrap(),
+            alice["credential"].as_str().unwrap(),
+        ),
+    )
+    .await;
+    assert_eq!(impostor.allocate().await.code, 401);
     // Expired: refused, at exactly the second after its expiry.
     r.clock.advance(600);
     let mut e = TurnClient::udp(r.udp(), creds.clone()).await;
@@ -676,6 +707,24 @@ async fn revoking_a_user_tears_down_their_allocations_and_refuses_them() {
     assert_eq!(lift.json(), json!({"user": "alice", "was_revoked": true}));
     let mut back = r.alice().await;
     assert!(back.allocate().await.success);
+    // While revoked, the gateway issues no credentials for the user.
+    http1(
+        admin_addr,
+        req("POST", "/admin/relay/revoke?user=player-5", &[], ""),
+    )
+    .await;
+    let t = format!("Bearer {}", token("player-5"));
+    let creds = http1(
+        r.gw.local_addr(),
+        req(
+            "POST",
+            "/api/v1/voice/credentials",
+            &[("authorization", &t)],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(creds.status, 403);
     let bad = http1(admin_addr, req("POST", "/admin/relay/revoke", &[], "")).await;
     assert_eq!(bad.status, 400);
     assert_eq!(admin(&r.gw, "/admin/relay/revoke").await.status, 405);

@@ -201,7 +201,14 @@ async fn proxy(
     // Routes the gateway answers itself, after auth and limits like any other.
     if let Some(crate::router::Internal::VoiceCredentials) = route.policy.internal {
         let peer_trusted = snap.trusted_proxies.contains(conn.peer_ip);
-        return voice_credentials(snap, verified.as_deref(), client_ip, peer_trusted, &req);
+        return voice_credentials(
+            snap,
+            shared,
+            verified.as_deref(),
+            client_ip,
+            peer_trusted,
+            &req,
+        );
     }
 
     let limit = route
@@ -552,6 +559,7 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
 /// relay closest to the client (or `?region=NAME`'s), as JSON.
 fn voice_credentials(
     snap: &Snapshot,
+    shared: &Shared,
     verified: Option<&Verified>,
     client_ip: IpAddr,
     peer_trusted: bool,
@@ -565,6 +573,19 @@ fn voice_credentials(
         .ok_or(Error::Internal("credentials route without a token"))?
         .token
         .subject;
+    if user.is_empty() {
+        return Err(Error::BadRequest(
+            "the token has an empty sub: no TURN credential for it",
+        ));
+    }
+    // A revoked user would get credentials the relay refuses: say so here.
+    if shared
+        .relay
+        .as_ref()
+        .is_some_and(|r| r.revoked_until(user).is_some())
+    {
+        return Err(Error::Forbidden);
+    }
     let region = match req
         .uri()
         .query()

@@ -9,7 +9,7 @@ use std::time::Duration;
 use aether_gateway::relay::proto::integrity::{self, Integrity, Key, PasswordAlgorithm};
 use stun_types::attribute::{
     AttributeType, ErrorCode, Nonce, PasswordAlgorithm as PwAlgAttr, PasswordAlgorithmValue,
-    RawAttribute, Realm, Username,
+    PasswordAlgorithms, RawAttribute, Realm, Username,
 };
 use stun_types::message::{
     Message, MessageClass, MessageType, MessageWrite, MessageWriteExt, MessageWriteVec, Method,
@@ -161,6 +161,10 @@ pub struct Creds {
     pub realm: String,
     pub algorithm: PasswordAlgorithm,
     pub integrity: Integrity,
+    /// Echo PASSWORD-ALGORITHMS and name PASSWORD-ALGORITHM even for MD5.
+    pub echo_algorithms: bool,
+    /// A PASSWORD-ALGORITHM without PASSWORD-ALGORITHMS (a downgrade attempt).
+    pub lone_algorithm: bool,
 }
 
 impl Creds {
@@ -171,6 +175,8 @@ impl Creds {
             realm: "aether".into(),
             algorithm: PasswordAlgorithm::Md5,
             integrity: Integrity::Sha1,
+            echo_algorithms: false,
+            lone_algorithm: false,
         }
     }
 }
@@ -364,7 +370,21 @@ impl TurnClient {
         b.add_attribute(&Realm::new(&self.creds.realm).unwrap())
             .unwrap();
         b.add_attribute(&Nonce::new(nonce).unwrap()).unwrap();
-        if self.creds.algorithm == PasswordAlgorithm::Sha256 {
+        if self.creds.algorithm == PasswordAlgorithm::Sha256 || self.creds.echo_algorithms {
+            // RFC 8489 §9.2.4: the list the challenge offered, echoed, and
+            // the one chosen.
+            b.add_attribute(&PasswordAlgorithms::new(&[
+                PasswordAlgorithmValue::MD5,
+                PasswordAlgorithmValue::SHA256,
+            ]))
+            .unwrap();
+            let chosen = match self.creds.algorithm {
+                PasswordAlgorithm::Sha256 => PasswordAlgorithmValue::SHA256,
+                PasswordAlgorithm::Md5 => PasswordAlgorithmValue::MD5,
+            };
+            b.add_attribute(&PwAlgAttr::new(chosen)).unwrap();
+        }
+        if self.creds.lone_algorithm {
             b.add_attribute(&PwAlgAttr::new(PasswordAlgorithmValue::SHA256))
                 .unwrap();
         }

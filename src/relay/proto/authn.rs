@@ -27,6 +27,10 @@ const USERNAME: u16 = 0x0006;
 const REALM: u16 = 0x0014;
 const NONCE: u16 = 0x0015;
 const PASSWORD_ALGORITHM: u16 = 0x001D;
+const PASSWORD_ALGORITHMS: u16 = 0x8002;
+/// PASSWORD-ALGORITHMS as our challenges write it: MD5 and SHA-256, no
+/// parameters.
+const OFFERED_ALGORITHMS: &[u8] = &[0x00, 0x01, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00];
 const FINGERPRINT: u16 = 0x8028;
 
 /// Who may authenticate, and how.
@@ -152,10 +156,23 @@ impl Authenticator {
         if realm != self.realm {
             return Err(Refusal::Challenge);
         }
-        let algorithm = match msg
+        // RFC 8489 §9.2.4: with neither attribute, MD5; otherwise both,
+        // PASSWORD-ALGORITHMS exactly the list our challenge offered (so a
+        // man in the middle cannot strip SHA-256 from it), and
+        // PASSWORD-ALGORITHM one of them.
+        let offered = msg
             .iter_attributes()
-            .find(|(_, a)| a.get_type().value() == PASSWORD_ALGORITHM)
-        {
+            .find(|(_, a)| a.get_type().value() == PASSWORD_ALGORITHMS)
+            .and_then(|(o, a)| datagram.get(o + 4..o + 4 + usize::from(a.length())));
+        let chosen = msg
+            .iter_attributes()
+            .find(|(_, a)| a.get_type().value() == PASSWORD_ALGORITHM);
+        match (offered, &chosen) {
+            (None, None) => {}
+            (Some(list), Some(_)) if list == OFFERED_ALGORITHMS => {}
+            _ => return Err(Refusal::BadRequest),
+        }
+        let algorithm = match chosen {
             None => PasswordAlgorithm::Md5,
             Some((offset, _)) => {
                 match datagram
@@ -184,6 +201,11 @@ impl Authenticator {
         let secrets = self.secrets.as_ref().ok_or(Refusal::WrongCredentials)?;
         let rest =
             parse_rest_username(username, now_unix).map_err(|_| Refusal::WrongCredentials)?;
+        // A token's `sub` that names a static user is not that user: the two
+        // kinds of identity never share allocations, quotas or revocations.
+        if rest.user.is_empty() || self.users.contains_key(rest.user) {
+            return Err(Refusal::WrongCredentials);
+        }
         secrets
             .passwords(username)
             .find_map(|p| try_password(rest.user, &p))
@@ -280,6 +302,12 @@ mod tests {
                 PasswordAlgorithm::Md5 => PasswordAlgorithmValue::MD5,
                 PasswordAlgorithm::Sha256 => PasswordAlgorithmValue::SHA256,
             };
+            // The offered list echoed, as RFC 8489 §9.2.4 requires.
+            b.add_attribute(&stun_types::attribute::PasswordAlgorithms::new(&[
+                PasswordAlgorithmValue::MD5,
+                PasswordAlgorithmValue::SHA256,
+            ]))
+            .unwrap();
             b.add_attribute(&PwAlg::new(v)).unwrap();
         }
         let unsigned = b.finish();

@@ -62,6 +62,20 @@ pub enum Answer {
     NotBinding,
 }
 
+/// The address to report as XOR-MAPPED-ADDRESS: an IPv4 client seen
+/// through a dual-stack (IPv6) listener as `::ffff:a.b.c.d` is reported as
+/// the IPv4 address it is (RFC 8489 §14.2), or ICE would gather a bogus
+/// IPv6 candidate.
+pub fn mapped(from: SocketAddr) -> SocketAddr {
+    match from {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => from,
+        },
+        v4 => v4,
+    }
+}
+
 /// Parse `datagram` as exactly one STUN message: the declared length must
 /// cover the datagram to the byte (the codec alone accepts trailing bytes).
 pub fn parse(datagram: &[u8]) -> Option<Message<'_>> {
@@ -126,7 +140,7 @@ fn mapped_address(
     out: &mut [u8],
 ) -> Option<usize> {
     let mut w = Message::builder_success(msg, MessageWriteMutSlice::new(out));
-    w.add_attribute(&XorMappedAddress::new(from, msg.transaction_id()))
+    w.add_attribute(&XorMappedAddress::new(mapped(from), msg.transaction_id()))
         .ok()?;
     if fingerprint {
         w.add_fingerprint().ok()?;
@@ -227,6 +241,23 @@ mod tests {
             b.add_fingerprint().unwrap();
         }
         b.finish()
+    }
+
+    #[test]
+    fn ipv4_clients_of_a_dual_stack_listener_are_reported_as_ipv4() {
+        let req = request(&[], false);
+        let mut out = [0u8; 256];
+        let from: SocketAddr = "[::ffff:198.51.100.7]:4000".parse().unwrap();
+        let Answer::Reply(n) = answer(&req, from, &mut out) else {
+            panic!("no reply");
+        };
+        let resp = parse(&out[..n]).unwrap();
+        let tid = parse(&req).unwrap().transaction_id();
+        assert_eq!(
+            resp.attribute::<XorMappedAddress>().unwrap().addr(tid),
+            "198.51.100.7:4000".parse().unwrap()
+        );
+        assert_eq!(n, 20 + 12, "an IPv4 XOR-MAPPED-ADDRESS");
     }
 
     #[test]

@@ -878,7 +878,7 @@ impl TurnCore {
     ) -> Vec<(u16, Vec<u8>)> {
         let tid = msg.transaction_id();
         let (relayed, len) = xor_address(relayed, tid);
-        let (mapped, mlen) = xor_address(five.client, tid);
+        let (mapped, mlen) = xor_address(stun::mapped(five.client), tid);
         vec![
             (XOR_RELAYED_ADDRESS, relayed[..len].to_vec()),
             (LIFETIME, lifetime.to_be_bytes().to_vec()),

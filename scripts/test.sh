@@ -4,8 +4,8 @@
 #
 # On a fresh Debian machine with only the Rust toolchain this is all you need.
 # External programs the tests use are installed here (as root, via apt) as
-# their features land; a test that needs one and cannot find it fails when
-# CI=true instead of passing silently.
+# their features land; a test that needs one and cannot find it fails (with
+# how to install it) instead of passing silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,12 +19,19 @@ APT_PACKAGES=(redis-server coturn python3 python3-venv)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  # "install ok installed" only: a removed package's leftover config files
+  # do not count.
+  [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    # Debian's coturn package enables and starts a TURN server on 3478 on a
+    # systemd host: the tests only need its client tools, so stop it.
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled coturn >/dev/null 2>&1; then
+      systemctl disable --now coturn >/dev/null 2>&1 || true
+    fi
   else
     echo "missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
     exit 1

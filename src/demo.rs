@@ -195,7 +195,9 @@ relay_ports = \"49152-65535\"
 secret_file = {:?}
 credential_ttl_seconds = 600
 max_bitrate_kbps = 64
-max_allocations_per_user = 4
+# turnutils_uclient leaves a probe allocation behind per run (it expires
+# after 777 s): room for a few runs in a row.
+max_allocations_per_user = 16
 region = \"us-east\"
 # Demo only: a TURN test peer on this machine (turnutils_peer) may be reached.
 allowed_peers = [\"127.0.0.1/32\"]
@@ -241,6 +243,17 @@ pub fn config(
     relay: SocketAddr,
     upstreams: &[DemoUpstream],
 ) -> Result<Demo, ConfigError> {
+    if relay.ip().is_unspecified() {
+        return Err(ConfigError {
+            file: "<demo --relay-listen>".into(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: format!(
+                "{relay}: the demo relay needs an address peers can reach, not a wildcard (e.g. --relay-listen 127.0.0.1:3478, or this machine's LAN address)"
+            ),
+        });
+    }
     let secret = random_secret();
     // The key is read while the config is validated; the file is gone
     // before the gateway serves a request.
@@ -316,7 +329,7 @@ pub fn banner(
     ));
     if let Some(relay) = relay {
         s.push_str(&format!(
-            "\nVoice relay (STUN/TURN on UDP and TCP {relay}):\n  curl -s -X POST -H \"Authorization: Bearer $PLAYER\" http://{gateway}/api/v1/voice/credentials   # TURN credentials as iceServers JSON\n  turnutils_stunclient -p {port} {ip}   # (Debian: apt install coturn) your address as the relay sees it\n",
+            "\nVoice relay (STUN/TURN on UDP and TCP {relay}; coturn's test clients: apt install coturn):\n  curl -s -X POST -H \"Authorization: Bearer $PLAYER\" http://{gateway}/api/v1/voice/credentials   # TURN credentials as iceServers JSON\n  turnutils_stunclient -L 127.0.0.1 -p {port} {ip}   # your address as the relay sees it\n  turnutils_peer -L 127.0.0.1 -p 3480 &              # a UDP echo peer (kill %1 when done)\n  U=$(curl -s -X POST -H \"Authorization: Bearer $PLAYER\" http://{gateway}/api/v1/voice/credentials)\n  turnutils_uclient -L 127.0.0.1 -e 127.0.0.1 -r 3480 -n 50 -c -p {port} -u \"$(echo \"$U\" | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"username\"])')\" -w \"$(echo \"$U\" | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"credential\"])')\" {ip}\n",
             port = relay.port(),
             ip = relay.ip(),
         ));

@@ -280,7 +280,7 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
     let mut voice = None;
     if let Some(built) = relay {
         if let Some(issuer) = built.credentials {
-            add_credentials_route(cx, &built.path, built.roles, &mut router)?;
+            add_credentials_route(cx, &raw, &built.path, built.roles, &mut router)?;
             voice = Some(Arc::new(issuer));
         }
         let r = &built.relay;
@@ -352,6 +352,7 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
 /// The gateway's own `POST <credentials_path>`: a token is always needed.
 fn add_credentials_route(
     cx: &Ctx<'_>,
+    raw: &FileConfig,
     path: &Spanned<String>,
     roles: Vec<String>,
     router: &mut Router,
@@ -374,13 +375,22 @@ fn add_credentials_route(
         ..RoutePolicy::default()
     };
     router.try_add_route(route, policy).map_err(|e| {
-        cx.spanned(
-            path,
-            "relay.credentials_path",
-            format!(
-                "{e}: the gateway serves this path itself when [relay] and [auth] are configured"
-            ),
-        )
+        let why = format!(
+            "{e}: the gateway serves POST {} itself ([relay] credentials_path, with [auth]); move one of them",
+            path.get_ref()
+        );
+        // Point at the route that collides when it is the user's: the
+        // default credentials path has no place in the file.
+        let clash = raw
+            .routes
+            .iter()
+            .position(|r| r.path.get_ref() == path.get_ref());
+        match clash {
+            Some(i) if path.span().is_empty() => {
+                cx.spanned(&raw.routes[i].path, format!("routes[{i}].path"), why)
+            }
+            _ => cx.spanned(path, "relay.credentials_path", why),
+        }
     })?;
     Ok(())
 }

@@ -141,6 +141,7 @@ struct Stats {
     drops: [AtomicU64; DropReason::ALL.len()],
     send_errors: AtomicU64,
     requests: AtomicU64,
+    challenges: AtomicU64,
     allocations_opened: AtomicU64,
     allocations_closed: AtomicU64,
 }
@@ -561,6 +562,7 @@ impl Relay {
             allocations_opened: sum(|s| &s.allocations_opened),
             allocations_closed: sum(|s| &s.allocations_closed),
             requests: sum(|s| &s.requests),
+            challenges: sum(|s| &s.challenges),
             to_peer: Flow {
                 packets: sum(|s| &s.to_peer_packets),
                 bytes: sum(|s| &s.to_peer_bytes),
@@ -615,6 +617,9 @@ pub struct RelayStatus {
     pub allocations_closed: u64,
     /// Authenticated requests handled.
     pub requests: u64,
+    /// Unauthenticated requests answered (401 challenges, wrong or expired
+    /// credentials, 438 stale nonces, 400s).
+    pub challenges: u64,
     /// Client → peer.
     pub to_peer: Flow,
     /// Peer → client.
@@ -642,6 +647,10 @@ fn process(inner: &Arc<Inner>, five: FiveTuple, d: &[u8], out: &mut [u8]) -> Opt
         out,
     ) {
         Front::Done(Action::Reply(n)) => Some(n),
+        Front::Refused(n) => {
+            bump(&shard.stats.challenges, 1);
+            Some(n)
+        }
         Front::Done(Action::Drop(r)) => {
             shard.stats.drop(r);
             None

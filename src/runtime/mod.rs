@@ -88,7 +88,9 @@ impl BackendRuntime {
         // The first monotonic reading calibrates quanta's TSC clock (a few
         // ms): done here, not in the first request.
         let _ = crate::clock::Clock::monotonic(&crate::clock::SystemClock);
-        let listener = bind(self.settings.listen)?;
+        let listen = self.settings.listen;
+        let listener = bind(listen)
+            .map_err(|e| io::Error::new(e.kind(), format!("listener {listen}: {e}")))?;
         let local_addr = listener.local_addr()?;
         let admin = match self.settings.admin_listen {
             Some(addr) => Some(

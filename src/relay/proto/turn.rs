@@ -462,8 +462,11 @@ pub fn refuse_revoked(
 /// What the lock-free front of the relay made of a client's message.
 #[derive(Debug)]
 pub enum Front {
-    /// Done: do this (a Binding answer, a challenge, a drop).
+    /// Done: do this (a Binding answer, a drop).
     Done(Action),
+    /// An unauthenticated request's answer (401, 438 or 400), `n` bytes in
+    /// `out`, to send.
+    Refused(usize),
     /// ChannelData or a Send indication: for [`TurnCore::client_data`].
     Data,
     /// An authenticated request: for [`TurnCore::control`].
@@ -510,12 +513,11 @@ pub fn front(
             if limiter.is_some_and(|l| !l.admit(five.client.ip(), now_ms)) {
                 return Front::Done(Action::Drop(DropReason::Throttled));
             }
-            Front::Done(
-                match auth.refuse(&msg, five.client, now_unix, refusal, out) {
-                    Some(n) => Action::Reply(n),
-                    None => Action::Drop(DropReason::Malformed),
-                },
-            )
+            tracing::debug!(client = %five.client, ?refusal, "TURN request not authenticated");
+            match auth.refuse(&msg, five.client, now_unix, refusal, out) {
+                Some(n) => Front::Refused(n),
+                None => Front::Done(Action::Drop(DropReason::Malformed)),
+            }
         }
     }
 }
@@ -722,6 +724,7 @@ impl TurnCore {
     ) -> Action {
         match front(&self.auth, None, five, datagram, now_ms, now_unix, out) {
             Front::Done(a) => a,
+            Front::Refused(n) => Action::Reply(n),
             Front::Data => self.client_data(five, datagram, now_ms),
             Front::Control(auth) => self.control(five, datagram, &auth, now_ms, sockets, out),
         }
@@ -776,7 +779,14 @@ impl TurnCore {
         let n = match result {
             Ok(attrs) => self.success(&msg, auth, &attrs, out),
             Err(code) => {
-                tracing::debug!(client = %five.client, method = msg.method().value(), code, "TURN request refused");
+                tracing::debug!(
+                    client = %five.client,
+                    user = %auth.user,
+                    method = method_name(msg.method()),
+                    code,
+                    reason = ErrorCode::default_reason_for_code(code),
+                    "TURN request refused"
+                );
                 error(&msg, auth, code, out)
             }
         };
@@ -925,10 +935,10 @@ impl TurnCore {
     /// The peer policy first (403), then the allocation's family (443): a
     /// forbidden address is refused as such in whichever family it is written.
     fn check_peer(&self, peer: SocketAddr, relay_ip: IpAddr) -> Result<(), u16> {
-        self.config
-            .peers
-            .check_socket(peer)
-            .map_err(|_: Forbidden| ErrorCode::FORBIDDEN)?;
+        self.config.peers.check_socket(peer).map_err(|why: Forbidden| {
+            tracing::debug!(%peer, reason = %why, "peer refused by the peer policy (see [relay] allowed_peers)");
+            ErrorCode::FORBIDDEN
+        })?;
         if Family::of(peer.ip()) != Family::of(relay_ip) {
             return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
         }
@@ -1237,6 +1247,16 @@ impl TurnCore {
 }
 
 /// A signed error answer without a reason phrase.
+fn method_name(m: Method) -> &'static str {
+    match m {
+        ALLOCATE => "Allocate",
+        REFRESH => "Refresh",
+        CREATE_PERMISSION => "CreatePermission",
+        CHANNEL_BIND => "ChannelBind",
+        _ => "unknown method",
+    }
+}
+
 /// A signed 420 naming the attributes not understood.
 fn unknown_attributes(
     msg: &Message<'_>,
@@ -1245,7 +1265,9 @@ fn unknown_attributes(
     out: &mut [u8],
 ) -> Option<usize> {
     let e = ErrorCode::builder(ErrorCode::UNKNOWN_ATTRIBUTE)
-        .reason("")
+        .reason(ErrorCode::default_reason_for_code(
+            ErrorCode::UNKNOWN_ATTRIBUTE,
+        ))
         .build()
         .ok()?;
     let types: Vec<AttributeType> = unknown.iter().map(|t| AttributeType::new(*t)).collect();
@@ -1257,8 +1279,14 @@ fn unknown_attributes(
     Authenticator::sign(out, n, auth)
 }
 
+/// A signed error answer, with the RFC's reason phrase: the client
+/// authenticated, so the answer may say what went wrong (only unsigned
+/// answers are kept bare, against amplification).
 fn error(msg: &Message<'_>, auth: &Authenticated, code: u16, out: &mut [u8]) -> Option<usize> {
-    let e = ErrorCode::builder(code).reason("").build().ok()?;
+    let e = ErrorCode::builder(code)
+        .reason(ErrorCode::default_reason_for_code(code))
+        .build()
+        .ok()?;
     let mut w = Message::builder_error(msg, MessageWriteMutSlice::new(out));
     w.add_attribute(&e).ok()?;
     let n = w.finish();

@@ -54,8 +54,14 @@ fn main() -> ExitCode {
                 for w in &cfg.warnings {
                     eprintln!("warning: {w}");
                 }
+                let relay = cfg
+                    .server
+                    .relay
+                    .as_ref()
+                    .map(|r| format!(", TURN relay {}", r.listen))
+                    .unwrap_or_default();
                 println!(
-                    "{}: ok ({} routes counting each method, listen {})",
+                    "{}: ok ({} routes counting each method, listen {}{relay})",
                     path.display(),
                     cfg.snapshot.router.routes().len(),
                     cfg.server.listen

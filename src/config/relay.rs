@@ -196,6 +196,20 @@ pub(super) fn build(
         None => relay_ip_v6,
     };
     let ports = ports(cx, &f.relay_ports)?;
+    let span = u32::from(ports.1 - ports.0) + 1;
+    if span < 64 {
+        warnings.push(format!(
+            "[relay] relay_ports {:?} has {span} port(s): each allocation takes one, so at most {span} allocations (508 beyond), fewer if other programs hold some",
+            f.relay_ports.get_ref()
+        ));
+    }
+    if (ports.0..=ports.1).contains(&listen.port()) {
+        warnings.push(format!(
+            "[relay] relay_ports {:?} holds the relay's own listener port {}: that port is skipped",
+            f.relay_ports.get_ref(),
+            listen.port()
+        ));
+    }
 
     let current = secret(
         cx,

@@ -61,8 +61,9 @@ fn check_reports_file_line_and_field() {
 
 #[test]
 fn check_accepts_the_example_configs() {
-    for example in ["gateway.toml", "auth.toml"] {
+    for example in ["gateway.toml", "auth.toml", "relay.toml"] {
         let out = bin()
+            .env("AETHER_TURN_SECRET", "example-secret-of-enough-bytes-0123")
             .arg("check")
             .arg("--config")
             .arg(format!("{}/examples/{example}", env!("CARGO_MANIFEST_DIR")))

@@ -30,6 +30,16 @@ fn endpoint_regions(raw: &FileConfig) -> Vec<(String, &Spanned<String>)> {
             out.push((format!("services[{i}].discovery.region"), d));
         }
     }
+    // The voice relay's regions are served regions too.
+    if let Some(r) = &raw.relay {
+        let r = r.get_ref();
+        if let Some(own) = &r.region {
+            out.push(("relay.region".to_owned(), own));
+        }
+        for (i, other) in r.regions.iter().enumerate() {
+            out.push((format!("relay.regions[{i}].name"), &other.name));
+        }
+    }
     out
 }
 

@@ -498,7 +498,10 @@ enum ReqFraming {
 }
 
 fn method_has_payload(m: &Method) -> bool {
-    !matches!(*m, Method::GET | Method::HEAD | Method::DELETE | Method::CONNECT)
+    !matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::DELETE | Method::CONNECT
+    )
 }
 
 /// Write the request head into `out`; returns the body framing.
@@ -530,13 +533,16 @@ fn encode_head(out: &mut Vec<u8>, req: &Request<RequestBody>) -> Result<ReqFrami
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    out.extend_from_slice(if target.is_empty() { b"/" } else { target.as_bytes() });
+    out.extend_from_slice(if target.is_empty() {
+        b"/"
+    } else {
+        target.as_bytes()
+    });
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let write_length = several || (length.is_none() && framing != ReqFraming::Chunked);
     for (name, value) in req.headers() {
         // Framing is ours to state; the pipeline removed Transfer-Encoding.
-        if (write_length && name == header::CONTENT_LENGTH) || name == header::TRANSFER_ENCODING
-        {
+        if (write_length && name == header::CONTENT_LENGTH) || name == header::TRANSFER_ENCODING {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());

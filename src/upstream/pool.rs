@@ -184,7 +184,10 @@ impl Pool {
         Ok(stream)
     }
 
-    async fn hyper_h1(&self, stream: TcpStream) -> std::io::Result<http1::SendRequest<RequestBody>> {
+    async fn hyper_h1(
+        &self,
+        stream: TcpStream,
+    ) -> std::io::Result<http1::SendRequest<RequestBody>> {
         let (tx, conn) = http1::Builder::new()
             .writev(false)
             .handshake(TokioIo::new(stream))
@@ -295,8 +298,7 @@ impl Pool {
                     // repeated.
                     let dead = matches!(
                         e,
-                        UpstreamError::Io(_)
-                            | UpstreamError::Framing(h1::FramingError::NoResponse)
+                        UpstreamError::Io(_) | UpstreamError::Framing(h1::FramingError::NoResponse)
                     );
                     let again = reused
                         && dead
@@ -314,7 +316,10 @@ impl Pool {
         }
     }
 
-    async fn send_upgrade(self: &Arc<Self>, mut req: Request<RequestBody>) -> Result<Sent, SendError> {
+    async fn send_upgrade(
+        self: &Arc<Self>,
+        mut req: Request<RequestBody>,
+    ) -> Result<Sent, SendError> {
         let mut attempts = 0;
         loop {
             attempts += 1;

@@ -303,7 +303,7 @@ impl Decoder {
     /// A decoder for `framing`.
     pub fn new(framing: Framing) -> Self {
         let state = match framing {
-            Framing::Empty => State::Done,
+            Framing::Empty | Framing::Length(0) => State::Done,
             Framing::Length(n) => State::Length(n),
             Framing::Chunked => State::ChunkSize,
             Framing::Close => State::Close,
@@ -607,7 +607,6 @@ struct Exchange<'a> {
     head_request: bool,
     interim: usize,
     progress: Progress,
-    idx: [FieldIdx; MAX_HEADERS],
 }
 
 impl Exchange<'_> {
@@ -689,7 +688,7 @@ impl Exchange<'_> {
         Ok(())
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Head, UpstreamError>> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(Head, HeaderMap), UpstreamError>> {
         // Send until the body is out or the socket is full.
         while !self.body_done || self.out_pending() {
             if self.out_pending() {
@@ -731,10 +730,12 @@ impl Exchange<'_> {
             self.progress.request_written = true;
         }
         // Read (also while the body is still going: an early answer is
-        // forwarded, and the connection is then never reused).
+        // forwarded, and the connection is then never reused). The field
+        // places live on this stack frame, not in the request's future.
+        let mut idx = [FieldIdx::default(); MAX_HEADERS];
         loop {
             if !self.conn.rbuf.is_empty() {
-                match parse_head(&self.conn.rbuf, self.head_request, &mut self.idx) {
+                match parse_head(&self.conn.rbuf, self.head_request, &mut idx) {
                     Err(e) => return Poll::Ready(Err(UpstreamError::Framing(e))),
                     Ok(Some(head)) if (100..200).contains(&head.status) => {
                         self.interim += 1;
@@ -750,7 +751,9 @@ impl Exchange<'_> {
                         if !self.progress.request_written {
                             head.reusable = false;
                         }
-                        return Poll::Ready(Ok(head));
+                        return Poll::Ready(
+                            take_headers(&mut self.conn.rbuf, &head, &idx).map(|h| (head, h)),
+                        );
                     }
                     Ok(None) => {}
                 }
@@ -796,27 +799,40 @@ pub(crate) async fn exchange(
         head_request,
         interim: 0,
         progress: Progress::default(),
-        idx: [FieldIdx::default(); MAX_HEADERS],
     };
     let head = std::future::poll_fn(|cx| x.poll(cx)).await;
     let progress = x.progress;
-    let idx = x.idx;
-    let head = head.map_err(|e| (e, progress))?;
+    let (head, headers) = head.map_err(|e| (e, progress))?;
     if conn.wbuf.capacity() > KEEP_WBUF {
         conn.wbuf = Vec::new();
     }
-    build_response(pool, conn, &head, &idx).map_err(|e| (e, progress))
+    let status = StatusCode::from_u16(head.status).map_err(|_| {
+        (
+            UpstreamError::Framing(FramingError::Head(httparse::Error::Status)),
+            progress,
+        )
+    })?;
+    let mut resp = Response::new(ResponseBody {
+        decoder: Decoder::new(head.framing),
+        conn: Some(conn),
+        pool: Arc::clone(pool),
+        reusable: head.reusable,
+    });
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    // An empty body is complete now; its connection goes back at once.
+    resp.body_mut().release_if_done();
+    Ok(resp)
 }
 
-fn build_response(
-    pool: &Arc<Pool>,
-    mut conn: Box<Conn>,
+/// The head's fields as a header map, its bytes taken off `rbuf` (values
+/// share them: no copy per field).
+fn take_headers(
+    rbuf: &mut BytesMut,
     head: &Head,
     idx: &[FieldIdx; MAX_HEADERS],
-) -> Result<Response<ResponseBody>, UpstreamError> {
-    let bytes = conn.rbuf.split_to(head.len).freeze();
-    let status = StatusCode::from_u16(head.status)
-        .map_err(|_| UpstreamError::Framing(FramingError::Head(httparse::Error::Status)))?;
+) -> Result<HeaderMap, UpstreamError> {
+    let bytes = rbuf.split_to(head.len).freeze();
     let mut headers = HeaderMap::with_capacity(head.fields);
     for f in &idx[..head.fields] {
         let (ns, nl) = (f.name.0 as usize, f.name.1 as usize);
@@ -836,17 +852,7 @@ fn build_response(
     {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
-    let mut resp = Response::new(ResponseBody {
-        decoder: Decoder::new(head.framing),
-        conn: Some(conn),
-        pool: Arc::clone(pool),
-        reusable: head.reusable,
-    });
-    *resp.status_mut() = status;
-    *resp.headers_mut() = headers;
-    // An empty body is complete now; its connection goes back at once.
-    resp.body_mut().release_if_done();
-    Ok(resp)
+    Ok(headers)
 }
 
 /// A response body read straight from the upstream connection; the
@@ -947,5 +953,328 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         // A body hyper never polled (HEAD, 204, 304) is complete anyway.
         self.release_if_done();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn head(bytes: &[u8]) -> Result<Option<Head>, FramingError> {
+        parse_head(bytes, false, &mut [FieldIdx::default(); MAX_HEADERS])
+    }
+
+    fn framing(bytes: &str) -> Result<(Framing, bool), FramingError> {
+        head(bytes.as_bytes()).map(|h| {
+            let h = h.expect("complete");
+            (h.framing, h.reusable)
+        })
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112_section_6_3() {
+        use Framing::*;
+        let ok = |s: &str| framing(&format!("HTTP/1.1 200 OK\r\n{s}\r\n"));
+        assert_eq!(ok("content-length: 5\r\n"), Ok((Length(5), true)));
+        assert_eq!(ok("content-length: 0\r\n"), Ok((Empty, true)));
+        assert_eq!(
+            ok("content-length: 5\r\ncontent-length: 5\r\n"),
+            Ok((Length(5), true))
+        );
+        assert_eq!(ok("content-length: 5, 5\r\n"), Ok((Length(5), true)));
+        assert_eq!(ok("transfer-encoding: chunked\r\n"), Ok((Chunked, true)));
+        assert_eq!(ok("transfer-encoding: Chunked\r\n"), Ok((Chunked, true)));
+        // Chunked wins over a length, but the connection is not trusted.
+        assert_eq!(
+            ok("content-length: 3\r\ntransfer-encoding: chunked\r\n"),
+            Ok((Chunked, false))
+        );
+        assert_eq!(ok(""), Ok((Close, false)));
+        assert_eq!(
+            ok("connection: close\r\ncontent-length: 1\r\n"),
+            Ok((Length(1), false))
+        );
+        assert_eq!(
+            ok("connection: keep-alive, Close\r\ncontent-length: 1\r\n"),
+            Ok((Length(1), false))
+        );
+        for bad in [
+            "5, 6",
+            "+5",
+            "-5",
+            "5 5",
+            "0x5",
+            "",
+            "5.0",
+            "18446744073709551616",
+        ] {
+            assert_eq!(
+                ok(&format!("content-length: {bad}\r\n")),
+                Err(FramingError::ContentLength),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            ok("content-length: 18446744073709551615\r\n"),
+            Ok((Length(u64::MAX), true))
+        );
+        assert_eq!(
+            ok("content-length: 5\r\ncontent-length: 6\r\n"),
+            Err(FramingError::ContentLength)
+        );
+        for bad in [
+            "gzip",
+            "gzip, chunked",
+            "chunked, chunked",
+            "chunked, gzip",
+            "identity",
+            ",",
+        ] {
+            assert_eq!(
+                ok(&format!("transfer-encoding: {bad}\r\n")),
+                if bad == "," {
+                    Ok((Close, false))
+                } else {
+                    Err(FramingError::TransferEncoding)
+                },
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            ok("transfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n"),
+            Err(FramingError::TransferEncoding)
+        );
+        // HTTP/1.0: never kept; Transfer-Encoding there is faulty.
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n"),
+            Ok((Length(2), false))
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"),
+            Err(FramingError::TransferEncoding)
+        );
+    }
+
+    #[test]
+    fn bodiless_statuses_and_head_requests() {
+        use Framing::*;
+        assert_eq!(
+            framing("HTTP/1.1 204 No Content\r\n\r\n"),
+            Ok((Empty, true))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 304 Not Modified\r\n\r\n"),
+            Ok((Empty, true))
+        );
+        // Announcing a body on a bodiless status: no body, no reuse.
+        assert_eq!(
+            framing("HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n"),
+            Ok((Empty, false))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 304 Not Modified\r\ntransfer-encoding: chunked\r\n\r\n"),
+            Ok((Empty, false))
+        );
+        let mut idx = [FieldIdx::default(); MAX_HEADERS];
+        let h = parse_head(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+            true,
+            &mut idx,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((h.framing, h.reusable), (Empty, true));
+        // Interim answers parse as such; 101 unasked is refused.
+        let h = head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200")
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.status, h.len), (100, 25));
+        assert_eq!(
+            head(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"),
+            Err(FramingError::UnexpectedSwitch)
+        );
+    }
+
+    #[test]
+    fn heads_are_bounded_and_strict() {
+        assert_eq!(head(b"HTTP/1.1 200 OK\r\ncontent-len"), Ok(None));
+        let mut big = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
+        big.resize(MAX_HEAD_BYTES, b'a');
+        assert_eq!(head(&big), Err(FramingError::HeadTooLarge));
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for _ in 0..=MAX_HEADERS {
+            many.extend_from_slice(b"x: y\r\n");
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(matches!(
+            head(&many),
+            Err(FramingError::Head(httparse::Error::TooManyHeaders))
+        ));
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nx : y\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nx: y\r\n folded\r\n\r\n",
+            b"HTTP/1.1 20 OK\r\n\r\n",
+            b"HTTP/1.2 200 OK\r\n\r\n",
+            b"garbage\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx: a\0b\r\n\r\n",
+        ] {
+            assert!(
+                matches!(head(bad), Err(FramingError::Head(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    fn decode_all(framing: Framing, input: &[u8]) -> (Vec<u8>, Result<bool, FramingError>, usize) {
+        let mut d = Decoder::new(framing);
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        loop {
+            match d.decode(&mut buf) {
+                Ok(Step::Data(b)) => out.extend_from_slice(&b),
+                Ok(Step::Trailers(_)) | Ok(Step::Done) => return (out, Ok(true), buf.len()),
+                Ok(Step::NeedMore) => return (out, d.eof().map(|()| false), buf.len()),
+                Err(e) => return (out, Err(e), buf.len()),
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_decoding_is_strict() {
+        let (out, r, left) = decode_all(
+            Framing::Chunked,
+            b"5;a=\"b c\"\r\nhello\r\n1\r\n!\r\n0\r\nx-t: 1\r\n\r\nNEXT",
+        );
+        assert_eq!((&out[..], r, left), (&b"hello!"[..], Ok(true), 4));
+        let mut d = Decoder::new(Framing::Chunked);
+        let mut buf = BytesMut::from(&b"1\r\na\r\n0\r\nx-t: 1\r\n\r\n"[..]);
+        assert!(matches!(d.decode(&mut buf), Ok(Step::Data(_))));
+        match d.decode(&mut buf) {
+            Ok(Step::Trailers(t)) => assert_eq!(t["x-t"], "1"),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            &b"\r\n"[..],
+            b"g\r\n",
+            b" 5\r\nhello\r\n",
+            b"5\nhello\r\n",
+            b"5;a\nb\r\nhello\r\n",
+            b"5\r\nhelloXX",
+            b"10000000000000000\r\n",
+            b"0\r\nbad trailer\r\n\r\n",
+        ] {
+            let (_, r, _) = decode_all(Framing::Chunked, bad);
+            assert!(r.is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        // Truncation is an error, never a short body.
+        assert_eq!(
+            decode_all(Framing::Chunked, b"5\r\nhel").1,
+            Err(FramingError::Truncated)
+        );
+        assert_eq!(
+            decode_all(Framing::Length(5), b"hel").1,
+            Err(FramingError::Truncated)
+        );
+        assert_eq!(decode_all(Framing::Close, b"all of it").1, Ok(false));
+        let line = vec![b'1'; MAX_CHUNK_LINE];
+        assert_eq!(
+            decode_all(Framing::Chunked, &line).1,
+            Err(FramingError::Chunk)
+        );
+    }
+
+    fn chunked(body: &[u8], sizes: &[usize]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = body;
+        let mut i = 0;
+        while !rest.is_empty() {
+            let n = sizes
+                .get(i)
+                .copied()
+                .unwrap_or(rest.len())
+                .clamp(1, rest.len());
+            out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+            out.extend_from_slice(&rest[..n]);
+            out.extend_from_slice(b"\r\n");
+            rest = &rest[n..];
+            i += 1;
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        out
+    }
+
+    proptest! {
+        /// Fed in arbitrary pieces, the decoder yields exactly the body,
+        /// stops exactly at the framing's end and leaves what follows.
+        #[test]
+        fn decoding_in_pieces_yields_exactly_the_body(
+            body in proptest::collection::vec(any::<u8>(), 0..2000),
+            sizes in proptest::collection::vec(1usize..300, 0..20),
+            cuts in proptest::collection::vec(1usize..64, 1..50),
+            chunk in any::<bool>(),
+            next in proptest::collection::vec(any::<u8>(), 0..20),
+        ) {
+            let (framing, mut wire) = if chunk {
+                (Framing::Chunked, chunked(&body, &sizes))
+            } else {
+                (Framing::Length(body.len() as u64), body.clone())
+            };
+            let framed = wire.len();
+            wire.extend_from_slice(&next);
+            let mut d = Decoder::new(framing);
+            let mut buf = BytesMut::new();
+            let mut fed = 0;
+            let mut out = Vec::new();
+            let mut cut = cuts.iter().cycle();
+            let mut done = d.is_done();
+            while !done {
+                match d.decode(&mut buf).unwrap() {
+                    Step::Data(b) => out.extend_from_slice(&b),
+                    Step::Trailers(_) | Step::Done => done = true,
+                    Step::NeedMore => {
+                        prop_assert!(fed < framed, "wants more than the framing says");
+                        let n = (*cut.next().unwrap()).min(wire.len() - fed);
+                        buf.extend_from_slice(&wire[fed..fed + n]);
+                        fed += n;
+                    }
+                }
+                done |= d.is_done();
+            }
+            prop_assert_eq!(&out, &body);
+            // Whatever was fed past the framing is still in the buffer.
+            prop_assert_eq!(fed - buf.len(), framed);
+        }
+
+        /// Heads never panic the parser, and a reusable head always has a
+        /// definite end.
+        #[test]
+        fn any_head_is_refused_or_definite_when_reused(
+            status in 100u16..1000,
+            fields in proptest::collection::vec(
+                (prop::sample::select(vec!["content-length", "transfer-encoding", "connection", "x"]),
+                 prop::sample::select(vec!["5", "0", "5, 5", "5, 6", "chunked", "gzip", "close", "", "-1", "chunked, gzip"])),
+                0..5),
+            head_request in any::<bool>(),
+        ) {
+            let mut text = format!("HTTP/1.1 {status} X\r\n");
+            for (n, v) in &fields {
+                text.push_str(&format!("{n}: {v}\r\n"));
+            }
+            text.push_str("\r\n");
+            let mut idx = [FieldIdx::default(); MAX_HEADERS];
+            if let Ok(Some(h)) = parse_head(text.as_bytes(), head_request, &mut idx) {
+                prop_assert_eq!(h.len, text.len());
+                if h.reusable {
+                    prop_assert!(h.framing != Framing::Close);
+                }
+                let lengths: Vec<&str> = fields.iter().filter(|(n, _)| *n == "content-length").map(|(_, v)| *v).collect();
+                let te = fields.iter().any(|(n, v)| *n == "transfer-encoding" && !v.trim().is_empty());
+                if te && !lengths.is_empty() && h.framing == Framing::Chunked {
+                    prop_assert!(!h.reusable);
+                }
+            }
+        }
     }
 }

@@ -379,10 +379,11 @@ impl Decoder {
                     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     match httparse::parse_headers(buf, &mut fields) {
                         Ok(httparse::Status::Complete((used, fields))) => {
+                            // Only framing fields: nothing to forward.
                             let map = if fields.is_empty() {
                                 None
                             } else {
-                                Some(trailer_map(fields)?)
+                                Some(trailer_map(fields)?).filter(|m| !m.is_empty())
                             };
                             buf.advance(used);
                             self.state = State::Done;
@@ -1168,6 +1169,10 @@ mod tests {
             let (_, r, _) = decode_all(Framing::Chunked, bad);
             assert!(r.is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
+        // Trailers of framing fields only are dropped, not an empty frame.
+        let mut d = Decoder::new(Framing::Chunked);
+        let mut buf = BytesMut::from(&b"0\r\ntransfer-encoding: chunked\r\n\r\n"[..]);
+        assert!(matches!(d.decode(&mut buf), Ok(Step::Done)));
         // Truncation is an error, never a short body.
         assert_eq!(
             decode_all(Framing::Chunked, b"5\r\nhel").1,

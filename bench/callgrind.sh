@@ -27,8 +27,12 @@ for tool in valgrind nginx openssl; do
   fi
 done
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-cargo build --release --quiet
-GW=target/release/aether-gateway
+# GW=path/to/aether-gateway measures that binary instead (e.g. another
+# commit's build); CARGO_TARGET_DIR is honoured.
+if [ -z "${GW:-}" ]; then
+  cargo build --release --quiet
+  GW=${CARGO_TARGET_DIR:-target}/release/aether-gateway
+fi
 
 WORK=$(mktemp -d)
 cleanup() {

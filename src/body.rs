@@ -13,7 +13,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
 
-use crate::upstream::pool::ReturnToPool;
+use crate::upstream::h1;
+use crate::upstream::pool::{UpstreamBody, UpstreamError};
 
 /// Why a request body could not be streamed to the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -298,12 +299,17 @@ impl Body for RequestBody {
 }
 
 enum ResponseKind {
-    Upstream {
+    /// hyper's client (h2c, a WebSocket handshake's answer).
+    Hyper {
         body: Incoming,
-        /// The upstream connection, handed back to its pool once this body ends.
-        conn: Option<ReturnToPool>,
         /// Counts the request in flight at its endpoint until the body is
         /// gone (or, for a WebSocket, until the tunnel closes).
+        in_flight: Option<crate::upstream::InFlight>,
+    },
+    /// Our HTTP/1.1 client: the body reads the upstream connection itself
+    /// and hands it back to its pool at the end.
+    H1 {
+        body: h1::ResponseBody,
         in_flight: Option<crate::upstream::InFlight>,
     },
     Full(Option<Bytes>),
@@ -329,26 +335,23 @@ impl ResponseBody {
         }
     }
 
-    /// Stream an upstream body; `conn` goes back to its pool when the body ends.
-    pub(crate) fn upstream(
-        body: Incoming,
-        conn: Option<ReturnToPool>,
-        in_flight: crate::upstream::InFlight,
-    ) -> Self {
-        ResponseBody {
-            kind: ResponseKind::Upstream {
-                body,
-                conn,
-                in_flight: Some(in_flight),
-            },
-        }
+    /// Stream an upstream body.
+    pub(crate) fn upstream(body: UpstreamBody, in_flight: crate::upstream::InFlight) -> Self {
+        let in_flight = Some(in_flight);
+        let kind = match body {
+            UpstreamBody::Hyper(body) => ResponseKind::Hyper { body, in_flight },
+            UpstreamBody::H1(body) => ResponseKind::H1 { body, in_flight },
+        };
+        ResponseBody { kind }
     }
 
     /// The in-flight guard of an upstream response, for a tunnel that
     /// outlives the (empty) body of its `101`.
     pub(crate) fn take_in_flight(&mut self) -> Option<crate::upstream::InFlight> {
         match &mut self.kind {
-            ResponseKind::Upstream { in_flight, .. } => in_flight.take(),
+            ResponseKind::Hyper { in_flight, .. } | ResponseKind::H1 { in_flight, .. } => {
+                in_flight.take()
+            }
             ResponseKind::Full(_) => None,
         }
     }
@@ -356,34 +359,19 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         let this = self.get_mut();
         match &mut this.kind {
             ResponseKind::Full(b) => Poll::Ready(full_frame(b)),
-            ResponseKind::Upstream { body, conn, .. } => {
-                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
-                match &frame {
-                    None => {
-                        if let Some(c) = conn.take() {
-                            c.give_back();
-                        }
-                    }
-                    // A broken upstream body: the connection must not be reused.
-                    Some(Err(_)) => drop(conn.take()),
-                    Some(Ok(_)) => {
-                        if body.is_end_stream()
-                            && let Some(c) = conn.take()
-                        {
-                            c.give_back();
-                        }
-                    }
-                }
-                Poll::Ready(frame)
+            ResponseKind::H1 { body, .. } => Pin::new(body).poll_frame(cx),
+            ResponseKind::Hyper { body, .. } => {
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                Poll::Ready(frame.map(|f| f.map_err(UpstreamError::Hyper)))
             }
         }
     }
@@ -391,26 +379,16 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             ResponseKind::Full(b) => full_is_end(b),
-            ResponseKind::Upstream { body, .. } => body.is_end_stream(),
+            ResponseKind::Hyper { body, .. } => body.is_end_stream(),
+            ResponseKind::H1 { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             ResponseKind::Full(b) => full_size_hint(b),
-            ResponseKind::Upstream { body, .. } => body.size_hint(),
-        }
-    }
-}
-
-impl Drop for ResponseBody {
-    fn drop(&mut self) {
-        // HEAD and 204/304 bodies may never be polled; they are complete anyway.
-        if let ResponseKind::Upstream { body, conn, .. } = &mut self.kind
-            && body.is_end_stream()
-            && let Some(c) = conn.take()
-        {
-            c.give_back();
+            ResponseKind::Hyper { body, .. } => body.size_hint(),
+            ResponseKind::H1 { body, .. } => body.size_hint(),
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::body::{BodyError, RequestBody, ResponseBody};
 use crate::error::Error;
 use crate::router::RouteEntry;
 use crate::upstream::balance::stable_hash;
-use crate::upstream::pool::{ReturnToPool, SendError};
+use crate::upstream::pool::{SendError, UpstreamBody, UpstreamError};
 use crate::upstream::{
     BalancePolicy, Endpoint, HashKey, HostPolicy, InFlight, RequestHash, Service, UpstreamProtocol,
 };
@@ -369,8 +369,10 @@ async fn send_with_retry(
         // there is no body to stream (a slow upload is the client body
         // timeout's business, and only bodiless requests are retried anyway).
         let sent = match policy.per_try_timeout.filter(|_| progress.is_none()) {
-            None => Some(endpoint.pool.send(req).await),
-            Some(t) => tokio::time::timeout(t, endpoint.pool.send(req)).await.ok(),
+            None => Some(endpoint.pool.send(req, upgrade).await),
+            Some(t) => tokio::time::timeout(t, endpoint.pool.send(req, upgrade))
+                .await
+                .ok(),
         };
         watch.disarm();
         let outcome = finish_attempt(service, endpoint, sent, progress, in_flight, upgrade);
@@ -467,14 +469,14 @@ fn finish_attempt(
         return Err(Failed::Sent(Error::UpstreamTimeout));
     };
     match sent {
-        Ok((resp, conn)) => {
+        Ok(resp) => {
             // An upload's time is the client's: only bodiless requests
             // measure the endpoint's latency.
             if progress.is_none() {
                 in_flight.answered(service.clock().monotonic());
             }
             service.record_outcome(endpoint, !resp.status().is_server_error());
-            finish_response(resp, conn, upgrade, in_flight).map_err(Failed::Sent)
+            finish_response(resp, upgrade, in_flight).map_err(Failed::Sent)
         }
         // A connect failure means the request never left: any method may go
         // to another endpoint (as nginx and Envoy do).
@@ -574,8 +576,7 @@ fn address_request(
 }
 
 fn finish_response(
-    resp: Response<hyper::body::Incoming>,
-    conn: Option<ReturnToPool>,
+    resp: Response<UpstreamBody>,
     upgrade: bool,
     in_flight: InFlight,
 ) -> Result<Response<ResponseBody>, Error> {
@@ -588,30 +589,35 @@ fn finish_response(
     headers::strip_hop_by_hop(&mut parts.headers, switching);
     // hyper writes HTTP/1.0 or 1.1 for h1 clients as they spoke, and ignores it for h2.
     parts.version = Version::HTTP_11;
-    // A switched connection belongs to the tunnel now, never to the pool.
-    let conn = if switching { None } else { conn };
     Ok(Response::from_parts(
         parts,
-        ResponseBody::upstream(body, conn, in_flight),
+        ResponseBody::upstream(body, in_flight),
     ))
 }
 
-fn classify(e: &hyper::Error, endpoint: &Endpoint) -> Error {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(b) = s.downcast_ref::<BodyError>() {
-            return match b {
-                BodyError::TooLarge { .. } => Error::PayloadTooLarge,
-                BodyError::Client(_) => Error::ClientAborted,
-                BodyError::TimedOut => Error::ClientBodyTimeout,
-            };
+fn classify(e: &UpstreamError, endpoint: &Endpoint) -> Error {
+    let client = |b: &BodyError| match b {
+        BodyError::TooLarge { .. } => Error::PayloadTooLarge,
+        BodyError::Client(_) => Error::ClientAborted,
+        BodyError::TimedOut => Error::ClientBodyTimeout,
+    };
+    match e {
+        UpstreamError::Body(b) => return client(b),
+        UpstreamError::Hyper(h) => {
+            // hyper's h1 client passes our BodyError up as a source.
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(h);
+            while let Some(s) = source {
+                if let Some(b) = s.downcast_ref::<BodyError>() {
+                    return client(b);
+                }
+                source = s.source();
+            }
         }
-        source = s.source();
+        UpstreamError::Io(_) | UpstreamError::Framing(_) | UpstreamError::RequestFraming => {}
     }
     tracing::warn!(endpoint = %endpoint.address, error = %e, "upstream exchange failed");
-    if e.is_timeout() {
-        Error::UpstreamTimeout
-    } else {
-        Error::UpstreamProtocol
+    match e {
+        UpstreamError::Hyper(h) if h.is_timeout() => Error::UpstreamTimeout,
+        _ => Error::UpstreamProtocol,
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod balance;
 pub mod discovery;
+pub mod h1;
 pub mod pool;
 
 use std::net::SocketAddr;

@@ -1,4 +1,6 @@
-//! Per-endpoint connection pool over hyper's low-level client connections.
+//! Per-endpoint connection pool: idle HTTP/1.1 connections (spoken by our
+//! own client, `h1.rs`, in the request's task) and one h2c connection
+//! (hyper's).
 //!
 //! We hold the connections ourselves (rather than hyper-util's legacy client)
 //! so that a connect failure hands the request back untouched — it was
@@ -15,7 +17,8 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::body::RequestBody;
+use super::h1;
+use crate::body::{BodyError, RequestBody};
 
 /// The HTTP version spoken to an upstream service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,9 +54,39 @@ impl PoolConfig {
     }
 }
 
-/// What [`Pool::send`] gives back: the response head and, for HTTP/1.1, the
-/// connection to return once the body has been read.
-pub type Sent = (Response<Incoming>, Option<ReturnToPool>);
+/// The body of an upstream response: hyper's (h2c, WebSocket upgrades) or
+/// read by our HTTP/1.1 client straight from the connection.
+pub enum UpstreamBody {
+    /// hyper's client connection.
+    Hyper(Incoming),
+    /// Our HTTP/1.1 client; the connection returns to the pool at the end.
+    H1(h1::ResponseBody),
+}
+
+/// What [`Pool::send`] gives back: the response head and its streaming body.
+pub type Sent = Response<UpstreamBody>;
+
+/// An exchange with an upstream that failed after the request was handed
+/// to a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// hyper's client (h2c, upgrades).
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    /// The connection failed.
+    #[error("upstream connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The response's framing is refused.
+    #[error(transparent)]
+    Framing(#[from] h1::FramingError),
+    /// The client's body failed while it streamed upstream.
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// The request's own framing is inconsistent (its body and its
+    /// `Content-Length` disagree).
+    #[error("request body does not match its Content-Length")]
+    RequestFraming,
+}
 
 /// Why a request could not be sent.
 #[derive(Debug)]
@@ -66,11 +99,11 @@ pub enum SendError {
         error: std::io::Error,
     },
     /// The request was (at least partly) sent and then failed.
-    Request(hyper::Error),
+    Request(UpstreamError),
 }
 
 struct Idle {
-    tx: http1::SendRequest<RequestBody>,
+    conn: Box<h1::Conn>,
     since: Instant,
 }
 
@@ -90,32 +123,9 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// An HTTP/1.1 connection on loan to a response body, returned when it ends.
-pub struct ReturnToPool {
-    pool: Arc<Pool>,
-    tx: http1::SendRequest<RequestBody>,
-}
-
-impl ReturnToPool {
-    /// The response was read to its end: the connection may serve another request.
-    pub fn give_back(self) {
-        let ReturnToPool { pool, mut tx } = self;
-        if tx.is_closed() {
-            return;
-        }
-        if tx.is_ready() {
-            pool.put(tx);
-            return;
-        }
-        // hyper marks the connection ready once its task has seen the end of
-        // the exchange, which may be a scheduler tick after the body's end.
-        tokio::spawn(async move {
-            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), tx.ready()).await {
-                pool.put(tx);
-            }
-        });
-    }
-}
+/// Bounds the connection attempts of one request for an upstream that
+/// accepts and closes at once.
+const MAX_UNSENT_ATTEMPTS: u32 = 3;
 
 impl Pool {
     /// An empty pool for `addr`.
@@ -135,37 +145,35 @@ impl Pool {
 
     /// Idle HTTP/1.1 connections currently held.
     pub fn idle_count(&self) -> usize {
-        // Connections the upstream closed are dropped lazily on the next
-        // take; they are not counted as usable.
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|c| !c.tx.is_closed())
-            .count()
+        // Connections the upstream closed (or wrote to unasked) are dropped
+        // here and on the next take; they are not counted as usable.
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|c| c.conn.is_usable());
+        idle.len()
     }
 
-    fn put(&self, tx: http1::SendRequest<RequestBody>) {
+    /// A connection whose response ended cleanly, for the next request.
+    pub(crate) fn put_h1(&self, conn: Box<h1::Conn>) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < self.config.max_idle {
             idle.push(Idle {
-                tx,
+                conn,
                 since: Instant::now(),
             });
         }
     }
 
-    fn take_idle(&self) -> Option<http1::SendRequest<RequestBody>> {
+    fn take_idle(&self) -> Option<Box<h1::Conn>> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(c) = idle.pop() {
-            if !c.tx.is_closed() && c.since.elapsed() < self.config.idle_timeout {
-                return Some(c.tx);
+            if c.since.elapsed() < self.config.idle_timeout && c.conn.is_usable() {
+                return Some(c.conn);
             }
         }
         None
     }
 
-    async fn connect_tcp(&self) -> std::io::Result<TokioIo<TcpStream>> {
+    async fn connect_tcp(&self) -> std::io::Result<TcpStream> {
         let stream =
             tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(self.addr))
                 .await
@@ -173,14 +181,16 @@ impl Pool {
                     std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
                 })??;
         stream.set_nodelay(true)?;
-        Ok(TokioIo::new(stream))
+        Ok(stream)
     }
 
-    async fn connect_h1(&self) -> std::io::Result<http1::SendRequest<RequestBody>> {
-        let io = self.connect_tcp().await?;
+    async fn hyper_h1(
+        &self,
+        stream: TcpStream,
+    ) -> std::io::Result<http1::SendRequest<RequestBody>> {
         let (tx, conn) = http1::Builder::new()
             .writev(false)
-            .handshake(io)
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(std::io::Error::other)?;
         tokio::spawn(async move {
@@ -197,7 +207,7 @@ impl Pool {
         {
             return Ok(tx.clone());
         }
-        let io = self.connect_tcp().await?;
+        let io = TokioIo::new(self.connect_tcp().await?);
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(io)
@@ -214,17 +224,19 @@ impl Pool {
 
     /// Send a request on a pooled or new connection.
     ///
-    /// The returned [`ReturnToPool`] (HTTP/1.1 only) must be given back when the
-    /// response body has been read to its end; dropping it closes the connection.
+    /// `upgrade`: a WebSocket handshake, sent through hyper so that the
+    /// connection can become a tunnel. HTTP/1.1 connections return to the
+    /// pool when the response body has been read to a certain end.
     ///
     /// # Errors
     /// [`SendError::Connect`] with the untouched request when no connection
     /// could be made; [`SendError::Request`] when the exchange failed after the
     /// request was handed to a connection.
-    pub async fn send(self: &Arc<Self>, mut req: Request<RequestBody>) -> Result<Sent, SendError> {
-        // Bounds the loop below for an upstream that accepts and closes at once.
-        const MAX_UNSENT_ATTEMPTS: u32 = 3;
-        let mut attempts = 0;
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<RequestBody>,
+        upgrade: bool,
+    ) -> Result<Sent, SendError> {
         match self.config.protocol {
             UpstreamProtocol::H2c => {
                 let mut tx = match Box::pin(self.h2_sender()).await {
@@ -236,50 +248,113 @@ impl Pool {
                         });
                     }
                 };
-                let resp = tx.send_request(req).await.map_err(SendError::Request)?;
-                Ok((resp, None))
+                let resp = tx
+                    .send_request(req)
+                    .await
+                    .map_err(|e| SendError::Request(e.into()))?;
+                Ok(resp.map(UpstreamBody::Hyper))
             }
-            UpstreamProtocol::Http1 => loop {
-                attempts += 1;
-                let mut tx = match self.take_idle() {
-                    Some(tx) => tx,
-                    None if attempts > MAX_UNSENT_ATTEMPTS => {
+            // Rare, and its future is large: boxed.
+            UpstreamProtocol::Http1 if upgrade => Box::pin(self.send_upgrade(req)).await,
+            UpstreamProtocol::Http1 => self.send_h1(req).await,
+        }
+    }
+
+    async fn send_h1(self: &Arc<Self>, mut req: Request<RequestBody>) -> Result<Sent, SendError> {
+        let mut attempts = 0;
+        let mut fresh_only = false;
+        loop {
+            attempts += 1;
+            let (conn, reused) = match self.take_idle().filter(|_| !fresh_only) {
+                Some(c) => (c, true),
+                None if attempts > MAX_UNSENT_ATTEMPTS => {
+                    return Err(SendError::Connect {
+                        request: Box::new(req),
+                        error: std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "upstream closed new connections before the request was written",
+                        ),
+                    });
+                }
+                // Boxed: the connect path is rare and its future is large;
+                // inline it would bloat (and memcpy) every request's future.
+                None => match Box::pin(self.connect_tcp()).await {
+                    Ok(s) => (h1::Conn::new(s), false),
+                    Err(error) => {
                         return Err(SendError::Connect {
                             request: Box::new(req),
-                            error: std::io::Error::new(
-                                std::io::ErrorKind::ConnectionAborted,
-                                "upstream closed new connections before the request was written",
-                            ),
+                            error,
                         });
                     }
-                    // Boxed: the connect path is rare and its future is large;
-                    // inline it would bloat (and memcpy) every request's future.
-                    None => match Box::pin(self.connect_h1()).await {
-                        Ok(tx) => tx,
-                        Err(error) => {
-                            return Err(SendError::Connect {
-                                request: Box::new(req),
-                                error,
-                            });
-                        }
-                    },
-                };
-                match tx.try_send_request(req).await {
-                    Ok(resp) => {
-                        let conn = ReturnToPool {
-                            pool: Arc::clone(self),
-                            tx,
-                        };
-                        return Ok((resp, Some(conn)));
+                },
+            };
+            match h1::exchange(self, conn, &mut req).await {
+                Ok(resp) => return Ok(resp.map(UpstreamBody::H1)),
+                Err((e, p)) => {
+                    // A pooled connection the upstream closed just as we
+                    // took it: nothing of an answer came. The request goes
+                    // again on a fresh connection if it is intact (no body
+                    // taken) and either nothing of it left or it may be
+                    // repeated.
+                    let dead = matches!(
+                        e,
+                        UpstreamError::Io(_) | UpstreamError::Framing(h1::FramingError::NoResponse)
+                    );
+                    let again = reused
+                        && dead
+                        && !p.response_bytes
+                        && !p.body_polled
+                        && (!p.wrote_any || crate::dispatch::retry::is_idempotent(req.method()))
+                        && attempts <= MAX_UNSENT_ATTEMPTS;
+                    if !again {
+                        return Err(SendError::Request(e));
                     }
-                    Err(mut e) => match e.take_message() {
-                        // The pooled connection died before the request was
-                        // written: nothing reached the upstream, try another.
-                        Some(r) => req = r,
-                        None => return Err(SendError::Request(e.into_error())),
-                    },
+                    tracing::debug!(endpoint = %self.addr, error = %e, "pooled connection was closed: sending again on a new one");
+                    fresh_only = true;
                 }
-            },
+            }
+        }
+    }
+
+    async fn send_upgrade(
+        self: &Arc<Self>,
+        mut req: Request<RequestBody>,
+    ) -> Result<Sent, SendError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let stream = match self.take_idle() {
+                Some(conn) => Ok(conn.stream),
+                None if attempts > MAX_UNSENT_ATTEMPTS => Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "upstream closed new connections before the request was written",
+                )),
+                None => self.connect_tcp().await,
+            };
+            let tx = match stream {
+                Ok(s) => self.hyper_h1(s).await,
+                Err(e) => Err(e),
+            };
+            let mut tx = match tx {
+                Ok(tx) => tx,
+                Err(error) => {
+                    return Err(SendError::Connect {
+                        request: Box::new(req),
+                        error,
+                    });
+                }
+            };
+            match tx.try_send_request(req).await {
+                // The connection becomes the tunnel, or closes with the
+                // response: never pooled again.
+                Ok(resp) => return Ok(resp.map(UpstreamBody::Hyper)),
+                Err(mut e) => match e.take_message() {
+                    // Died before the request was written: nothing reached
+                    // the upstream, try another connection.
+                    Some(r) => req = r,
+                    None => return Err(SendError::Request(e.into_error().into())),
+                },
+            }
         }
     }
 }

@@ -801,6 +801,15 @@ pub(crate) async fn exchange(
         interim: 0,
         progress: Progress::default(),
     };
+    // Write after the scheduler's other ready work: tokio runs a yielded
+    // task after it has polled every task that was ready and the I/O driver
+    // once more, so the requests of all connections that became readable
+    // together reach the upstreams in one burst instead of one at a time.
+    // An upstream on the same CPU then wakes once per burst rather than
+    // once per request and preempts the gateway about half as often
+    // (bench/run.sh: gateway/nginx throughput 0.84x -> 1.00-1.03x, CPU per
+    // request 1.12x -> 0.97-0.99x; see docs/performance.md).
+    tokio::task::yield_now().await;
     let head = std::future::poll_fn(|cx| x.poll(cx)).await;
     let progress = x.progress;
     let (head, headers) = head.map_err(|e| (e, progress))?;

@@ -78,7 +78,7 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         (Some(Command::Run) | None, Some(path)) => match config::load(&path) {
-            Ok(cfg) => run(cfg),
+            Ok(cfg) => run(cfg, path),
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::from(2)
@@ -134,7 +134,7 @@ fn tokio_runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtim
     b.enable_all().build()
 }
 
-fn run(cfg: GatewayConfig) -> ExitCode {
+fn run(cfg: GatewayConfig, path: PathBuf) -> ExitCode {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
@@ -146,7 +146,11 @@ fn run(cfg: GatewayConfig) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        match BackendRuntime::from_config(cfg).start().await {
+        match BackendRuntime::from_config(cfg)
+            .with_config_file(path)
+            .start()
+            .await
+        {
             Ok(gw) => {
                 // Tests and scripts wait for this exact line.
                 println!("aether-gateway listening on http://{}", gw.local_addr());

@@ -2,6 +2,12 @@
 //! otherwise) for the people running the gateway, never for clients.
 //!
 //! - `GET /healthz`: the process is up.
+//! - `GET /readyz`: 200 when a config is loaded and at least one upstream
+//!   endpoint is serving (or no service is configured), else 503.
+//! - `GET /admin/config`: the config in effect (secrets redacted), its
+//!   generation and the last reload attempt.
+//! - `POST /admin/reload`: read and validate the config file again and
+//!   swap it in; the refused file's error otherwise (400).
 //! - `GET /admin/upstreams`: every service, endpoint, health state,
 //!   ejection and load figure, as JSON.
 //! - `GET /admin/geo`: geo routing's latency table (configured and
@@ -12,6 +18,10 @@
 //! - `POST /admin/relay/revoke?user=NAME`: delete the user's allocations
 //!   now and refuse the user's requests until credentials issued before
 //!   lapse; `DELETE` on the same path lifts it.
+//!
+//! With `[admin] token_env` every path but `/healthz` and `/readyz` (which
+//! load balancers and orchestrators probe without credentials) requires
+//! `Authorization: Bearer <token>`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -56,7 +66,7 @@ pub(crate) async fn serve(
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let snapshot = Arc::clone(&snapshot);
-                async move { Ok::<_, Infallible>(handle(&snapshot, &req)) }
+                async move { Ok::<_, Infallible>(handle(&snapshot, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -76,11 +86,49 @@ struct Upstreams {
     services: Vec<ServiceHealth>,
 }
 
-fn handle(snapshot: &SnapshotSource, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// The admin API's bearer token (from `[admin] token_env`); never printed.
+#[derive(Clone)]
+pub struct AdminToken(Arc<str>);
+
+impl AdminToken {
+    /// A token (the config checks its length).
+    pub fn new(token: &str) -> Self {
+        AdminToken(token.into())
+    }
+
+    /// True when `headers` carry `Authorization: Bearer <this token>`
+    /// (compared in constant time).
+    fn admits(&self, headers: &http::HeaderMap) -> bool {
+        let Some(v) = headers.get(header::AUTHORIZATION) else {
+            return false;
+        };
+        let v = v.as_bytes();
+        let Some(given) = v
+            .get(..7)
+            .filter(|p| p.eq_ignore_ascii_case(b"bearer "))
+            .map(|_| v[7..].trim_ascii())
+        else {
+            return false;
+        };
+        aws_lc_rs::constant_time::verify_slices_are_equal(given, self.0.as_bytes()).is_ok()
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+async fn handle(snapshot: &SnapshotSource, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    let allow = match path {
-        "/healthz" | "/admin/upstreams" | "/admin/geo" | "/admin/relay" => "GET, HEAD",
-        "/admin/relay/revoke" => "POST, DELETE",
+    let (allow, open) = match path {
+        "/healthz" | "/readyz" => ("GET, HEAD", true),
+        "/admin/upstreams" | "/admin/geo" | "/admin/relay" | "/admin/config" => {
+            ("GET, HEAD", false)
+        }
+        "/admin/relay/revoke" => ("POST, DELETE", false),
+        "/admin/reload" => ("POST", false),
         _ => {
             return json(
                 StatusCode::NOT_FOUND,
@@ -88,8 +136,23 @@ fn handle(snapshot: &SnapshotSource, req: &Request<Incoming>) -> Response<Full<B
             );
         }
     };
+    if !open
+        && let Some(token) = &snapshot.snapshot.load().admin_token
+        && !token.admits(req.headers())
+    {
+        let mut r = json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({"error": "this admin API needs Authorization: Bearer <token> ([admin] token_env)"}),
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"aether-gateway admin\""),
+        );
+        return r;
+    }
     let allowed = match allow {
         "GET, HEAD" => req.method() == Method::GET || req.method() == Method::HEAD,
+        "POST" => req.method() == Method::POST,
         _ => req.method() == Method::POST || req.method() == Method::DELETE,
     };
     if !allowed {
@@ -103,12 +166,15 @@ fn handle(snapshot: &SnapshotSource, req: &Request<Incoming>) -> Response<Full<B
     }
     match path {
         "/healthz" => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        "/readyz" => readiness(snapshot),
+        "/admin/config" => config_status(snapshot),
+        "/admin/reload" => reload(snapshot).await,
         "/admin/geo" => json(StatusCode::OK, &geo_status(&snapshot.snapshot.load())),
         "/admin/relay" => match &snapshot.relay {
             Some(r) => json(StatusCode::OK, &r.status()),
             None => json(StatusCode::OK, &serde_json::json!({"enabled": false})),
         },
-        "/admin/relay/revoke" => revoke(snapshot, req),
+        "/admin/relay/revoke" => revoke(snapshot, &req),
         _ => {
             let snap = snapshot.snapshot.load();
             let mut services: Vec<ServiceHealth> = snap
@@ -119,6 +185,99 @@ fn handle(snapshot: &SnapshotSource, req: &Request<Incoming>) -> Response<Full<B
             services.sort_by(|a, b| a.service.cmp(&b.service));
             json(StatusCode::OK, &Upstreams { services })
         }
+    }
+}
+
+/// Ready: a config is loaded and some upstream endpoint can take requests.
+fn readiness(shared: &SnapshotSource) -> Response<Full<Bytes>> {
+    let snap = shared.snapshot.load();
+    let mut services = 0;
+    let mut serving = 0;
+    for s in snap.dispatcher.services() {
+        services += 1;
+        serving += ServiceHealth::of(s)
+            .endpoints
+            .iter()
+            .filter(|e| e.serving)
+            .count();
+    }
+    let generation = shared.reload.status().generation;
+    if services == 0 || serving > 0 {
+        json(
+            StatusCode::OK,
+            &serde_json::json!({"ready": true, "generation": generation, "services": services, "serving_endpoints": serving}),
+        )
+    } else {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"ready": false, "reason": "no upstream endpoint is serving (all unhealthy, ejected or not yet discovered)", "generation": generation, "services": services, "serving_endpoints": 0}),
+        )
+    }
+}
+
+/// `POST /admin/reload`: the attempt's outcome.
+async fn reload(shared: &SnapshotSource) -> Response<Full<Bytes>> {
+    match shared.reload.reload("admin").await {
+        Some(a) if a.applied => json(StatusCode::OK, &a),
+        Some(a) => json(StatusCode::BAD_REQUEST, &a),
+        None => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"error": "the gateway is shutting down"}),
+        ),
+    }
+}
+
+/// `GET /admin/config`: the config in effect, secrets redacted.
+fn config_status(shared: &SnapshotSource) -> Response<Full<Bytes>> {
+    let snap = shared.snapshot.load();
+    let status = shared.reload.status();
+    let mut config = serde_json::to_value(&*snap.source).unwrap_or_default();
+    redact(&mut config);
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "file": status.file,
+            "generation": status.generation,
+            "loaded_at_unix": status.loaded_at_unix,
+            "reloads": status.reloads,
+            "failed_reloads": status.failed_reloads,
+            "last_attempt": status.last_attempt,
+            "config": config,
+        }),
+    )
+}
+
+/// Secret values out of a config dump: keys that name a secret (not the
+/// `_env`/`_file` keys that say where one is), and passwords in URLs.
+fn redact(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                let k = k.to_ascii_lowercase();
+                let names_secret = ["secret", "password", "token", "credential"]
+                    .iter()
+                    .any(|w| k.contains(w));
+                let points_at_one =
+                    k.ends_with("_env") || k.ends_with("_file") || k.ends_with("_path");
+                if names_secret && !points_at_one && v.is_string() {
+                    *v = serde_json::Value::String("<redacted>".into());
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        serde_json::Value::String(s) => {
+            // scheme://user:password@host → scheme://user:<redacted>@host
+            if let Some((scheme, rest)) = s.split_once("://")
+                && let Some((userinfo, host)) = rest.split_once('@')
+                && !userinfo.contains('/')
+            {
+                let user = userinfo.split(':').next().unwrap_or_default();
+                *s = format!("{scheme}://{user}:<redacted>@{host}");
+            }
+        }
+        _ => {}
     }
 }
 

@@ -112,6 +112,30 @@ impl RemoteJwks {
         }
     }
 
+    /// Take over the document `old` (a config being replaced, same URL)
+    /// installed and when it fetched it: requests are verified with it at
+    /// once, and the refresh schedule carries on instead of restarting.
+    /// The new config's static keys join the set as usual.
+    pub fn adopt(&self, old: &RemoteJwks) {
+        if self.config.url != old.config.url {
+            return;
+        }
+        let doc = old
+            .last_document
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(doc) = doc else { return };
+        if let Err(e) = self.install(doc) {
+            tracing::warn!(url = %self.config.url, error = %e, "the running JWKS document does not fit the new config: fetching anew");
+            return;
+        }
+        if let (Ok(mut mine), Ok(theirs)) = (self.last_fetch.try_lock(), old.last_fetch.try_lock())
+        {
+            *mine = *theirs;
+        }
+    }
+
     /// Fetches attempted so far (for tests and metrics).
     pub fn fetch_count(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)

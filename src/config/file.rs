@@ -80,6 +80,10 @@ pub struct ServerFile {
     pub send_timeout_ms: Spanned<u64>,
     /// Accept `%2F` and `%5C` (encoded `/` and `\\`) in request paths. Default false: 400.
     pub allow_encoded_slashes: bool,
+    /// Reload when the config file changes (SIGHUP and `POST /admin/reload` always work). Default true.
+    pub reload_on_change: bool,
+    /// How often the file is looked at for a change. Default 1000.
+    pub reload_check_interval_ms: Spanned<u64>,
 }
 
 impl Default for ServerFile {
@@ -99,6 +103,8 @@ impl Default for ServerFile {
             client_body_timeout_ms: Spanned::new(0..0, 30_000),
             send_timeout_ms: Spanned::new(0..0, 60_000),
             allow_encoded_slashes: false,
+            reload_on_change: true,
+            reload_check_interval_ms: Spanned::new(0..0, 1000),
         }
     }
 }
@@ -132,10 +138,12 @@ pub struct AdminFile {
     /// `ip:port` of the admin listener. Default `127.0.0.1:9901`.
     #[serde(default = "default_admin_listen")]
     pub listen: Spanned<String>,
-    /// Allow a listen address off loopback (the admin API has no
-    /// authentication yet). Default false.
+    /// Allow a listen address off loopback. Default false.
     #[serde(default)]
     pub allow_remote: bool,
+    /// Environment variable holding a bearer token the admin API then
+    /// requires (all but `/healthz` and `/readyz`).
+    pub token_env: Option<Spanned<String>>,
 }
 
 /// `[relay]`: the STUN/TURN voice relay (see `docs/configuration.md#relay`).

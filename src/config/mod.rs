@@ -6,11 +6,13 @@ pub mod file;
 pub mod geo;
 pub mod ratelimit;
 pub mod relay;
+pub mod reuse;
 pub mod snapshot;
 pub mod upstream;
 pub mod validate;
 
 pub use auth::IdentityHeaders;
 pub use ratelimit::RateLimits;
+pub use reuse::Components;
 pub use snapshot::{ServerSettings, Snapshot};
-pub use validate::{ConfigError, GatewayConfig, load, parse, parse_with_clock};
+pub use validate::{ConfigError, GatewayConfig, load, parse, parse_reusing, parse_with_clock};

@@ -138,7 +138,24 @@ impl Builder {
                 }
                 None
             }
-            BackendFile::Redis => Some(Arc::new(redis_backend(cx, s, Arc::clone(&clock))?)),
+            BackendFile::Redis => {
+                let backend = Arc::new(redis_backend(cx, s, Arc::clone(&clock))?);
+                // The section without its rules (a new rule keeps the
+                // connection), and the URL an env var may hold.
+                let mut section = cx.values.get("rate_limit").cloned();
+                if let Some(toml::Value::Table(t)) = &mut section {
+                    t.remove("rules");
+                }
+                let url_env = s
+                    .redis_url_env
+                    .as_ref()
+                    .and_then(|e| std::env::var(e.get_ref()).ok());
+                let fp = super::reuse::fingerprint(&(
+                    super::reuse::value_text(section.as_ref()),
+                    url_env,
+                ));
+                Some(cx.reuse("redis".to_owned(), fp, || backend))
+            }
         };
         let mut b = Builder {
             limits: RateLimits {
@@ -258,14 +275,26 @@ impl Builder {
             })?
             .with_max_keys(self.max_keys)
             .with_clock(Arc::clone(&self.clock));
-        let mut rule = Rule::local(name, spec, limiter);
-        if on_every_route {
-            rule = rule.on_every_route();
-        }
-        if let Some(r) = &self.limits.redis {
-            rule = rule.shared(Arc::clone(r));
-        }
-        let rule = SharedRule(Arc::new(rule));
+        // A rule whose settings are unchanged keeps its counters over a reload.
+        let fp = super::reuse::fingerprint(&(
+            format!("{policy:?}"),
+            burst_value,
+            key.map(|k| k.get_ref().as_str()),
+            on_every_route,
+            self.max_keys,
+            self.limits.redis.as_ref().map(|r| Arc::as_ptr(r) as usize),
+        ));
+        let redis = self.limits.redis.clone();
+        let rule = SharedRule(cx.reuse(format!("ratelimit:{name}"), fp, || {
+            let mut rule = Rule::local(name, spec, limiter);
+            if on_every_route {
+                rule = rule.on_every_route();
+            }
+            if let Some(r) = redis {
+                rule = rule.shared(r);
+            }
+            Arc::new(rule)
+        }));
         self.limits.all.push(rule.clone());
         Ok(rule)
     }

@@ -35,6 +35,12 @@ pub struct Snapshot {
     /// The issuer of TURN credentials, when `[relay]` and `[auth]` are
     /// configured (its route is in `router`).
     pub voice: Option<std::sync::Arc<crate::relay::credentials::VoiceCredentials>>,
+    /// The parts a reload may take over (see [`super::reuse`]).
+    pub components: super::reuse::Components,
+    /// The bearer token the admin API requires, when `[admin] token_env` is set.
+    pub admin_token: Option<crate::admin::AdminToken>,
+    /// The file's values (for `GET /admin/config`, secrets redacted there).
+    pub source: std::sync::Arc<toml::Table>,
 }
 
 impl Default for Snapshot {
@@ -51,6 +57,9 @@ impl Default for Snapshot {
             rate_limits: super::ratelimit::RateLimits::default(),
             geo: None,
             voice: None,
+            components: super::reuse::Components::default(),
+            admin_token: None,
+            source: std::sync::Arc::default(),
         }
     }
 }
@@ -82,6 +91,10 @@ pub struct ServerSettings {
     pub admin_listen: Option<SocketAddr>,
     /// The STUN/TURN relay, when `[relay]` is configured.
     pub relay: Option<crate::relay::RelayConfig>,
+    /// Reload when the config file changes.
+    pub reload_on_change: bool,
+    /// How often the config file is looked at.
+    pub reload_check_interval: Duration,
 }
 
 impl ServerSettings {
@@ -100,6 +113,8 @@ impl ServerSettings {
             send_timeout: Duration::from_secs(60),
             admin_listen: None,
             relay: None,
+            reload_on_change: true,
+            reload_check_interval: Duration::from_secs(1),
         }
     }
 }

@@ -531,10 +531,50 @@ pub(super) fn admin_listen(
         return Err(cx.spanned(
             &a.listen,
             "admin.listen",
-            "the admin API has no authentication yet: listen on loopback (127.0.0.1 or ::1), or set allow_remote = true behind your own firewall",
+            "the admin API can change the gateway: listen on loopback (127.0.0.1 or ::1), or set allow_remote = true (with a token_env, behind your own firewall)",
         ));
     }
     Ok(addr)
+}
+
+/// The admin API's bearer token, from the environment variable `token_env` names.
+pub(super) fn admin_token(
+    cx: &Ctx<'_>,
+    admin: &Spanned<AdminFile>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<crate::admin::AdminToken>, ConfigError> {
+    let a = admin.get_ref();
+    let Some(env) = &a.token_env else {
+        if a.allow_remote {
+            warnings.push(
+                "admin: allow_remote without token_env: anyone who reaches the admin port can reload the config and revoke users".to_owned(),
+            );
+        }
+        return Ok(None);
+    };
+    let token = std::env::var(env.get_ref()).map_err(|_| {
+        cx.spanned(
+            env,
+            "admin.token_env",
+            format!(
+                "environment variable {} is not set (or not UTF-8): the admin API would be open",
+                env.get_ref()
+            ),
+        )
+    })?;
+    let token = token.trim();
+    if token.len() < 16 {
+        return Err(cx.spanned(
+            env,
+            "admin.token_env",
+            format!(
+                "the token in {} is {} characters: use at least 16 (e.g. `openssl rand -hex 32`)",
+                env.get_ref(),
+                token.len()
+            ),
+        ));
+    }
+    Ok(Some(crate::admin::AdminToken::new(token)))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::file::{AuthModeFile, FileConfig, RouteFile};
+use super::reuse::Components;
 use super::snapshot::{ServerSettings, Snapshot};
 use crate::auth::{AuthMode, RouteAuth};
 use crate::dispatch::Dispatcher;
@@ -65,9 +66,51 @@ pub(super) struct Ctx<'a> {
     text: &'a str,
     /// The clock of every time-based policy the config builds.
     pub(super) clock: Arc<dyn crate::clock::Clock>,
+    /// The file as plain TOML values: what reused parts are fingerprinted by.
+    pub(super) values: toml::Table,
+    /// The running config's parts, on a reload.
+    pub(super) prev: Option<&'a Components>,
+    /// This build's parts, for the reload after it.
+    pub(super) next: std::cell::RefCell<Components>,
 }
 
 impl Ctx<'_> {
+    /// `key`'s part of the running config when it was built from the same
+    /// settings, else `built`; recorded for the next reload either way.
+    pub(super) fn reuse<T: std::any::Any + Send + Sync>(
+        &self,
+        key: String,
+        fingerprint: u64,
+        built: impl FnOnce() -> Arc<T>,
+    ) -> Arc<T> {
+        let part = self
+            .prev
+            .and_then(|p| p.get::<T>(&key, fingerprint))
+            .unwrap_or_else(built);
+        self.next
+            .borrow_mut()
+            .insert(key, fingerprint, Arc::clone(&part));
+        part
+    }
+
+    /// The file's value at `path` (`["services", "2"]`), as plain TOML text.
+    pub(super) fn value_text(&self, path: &[&str]) -> String {
+        let mut v: Option<&toml::Value> = None;
+        let mut table = Some(&self.values);
+        for (i, key) in path.iter().enumerate() {
+            v = match (i, v) {
+                (0, _) => table.and_then(|t| t.get(*key)),
+                (_, Some(toml::Value::Array(a))) => {
+                    key.parse::<usize>().ok().and_then(|n| a.get(n))
+                }
+                (_, Some(toml::Value::Table(t))) => t.get(*key),
+                _ => None,
+            };
+            table = None;
+        }
+        super::reuse::value_text(v)
+    }
+
     pub(super) fn at(
         &self,
         span: std::ops::Range<usize>,
@@ -135,7 +178,29 @@ pub fn parse_with_clock(
     file: &Path,
     clock: Arc<dyn crate::clock::Clock>,
 ) -> Result<GatewayConfig, ConfigError> {
-    let cx = Ctx { file, text, clock };
+    parse_reusing(text, file, clock, None)
+}
+
+/// [`parse_with_clock`] for a reload: the parts of `running` whose settings
+/// are unchanged (services, rate-limit rules, the Redis backend) are taken
+/// over instead of rebuilt, so they keep their connections and state.
+///
+/// # Errors
+/// A [`ConfigError`] naming the file, line and field of the first problem.
+pub fn parse_reusing(
+    text: &str,
+    file: &Path,
+    clock: Arc<dyn crate::clock::Clock>,
+    running: Option<&Components>,
+) -> Result<GatewayConfig, ConfigError> {
+    let mut cx = Ctx {
+        file,
+        text,
+        clock,
+        values: toml::Table::new(),
+        prev: running,
+        next: std::cell::RefCell::new(Components::default()),
+    };
     let de = toml::Deserializer::parse(text).map_err(|e| toml_error(&cx, e, String::new()))?;
     let raw: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         // Spanned<T> shows up as an inner private field; the user's path ends before it.
@@ -146,7 +211,13 @@ pub fn parse_with_clock(
         let path = if path == "." { String::new() } else { path };
         toml_error(&cx, e.into_inner(), path)
     })?;
-    build(&cx, raw)
+    // Parsed once more as plain values: the fingerprints of reusable parts
+    // must not depend on spans (a section moved down a line is unchanged).
+    cx.values = toml::from_str(text).map_err(|e| toml_error(&cx, e, String::new()))?;
+    let mut cfg = build(&cx, raw)?;
+    cfg.snapshot.components = cx.next.into_inner();
+    cfg.snapshot.source = Arc::new(cx.values);
+    Ok(cfg)
 }
 
 fn toml_error(cx: &Ctx<'_>, e: toml::de::Error, field: String) -> ConfigError {
@@ -194,6 +265,10 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
     }
 
     let mut server = build_server(cx, &raw)?;
+    let admin_token = match &raw.admin {
+        Some(a) => super::upstream::admin_token(cx, a, &mut warnings)?,
+        None => None,
+    };
     let (auth, identity_headers) = match &raw.auth {
         Some(a) => {
             let (mw, headers) = super::auth::build(cx, a, &mut warnings)?;
@@ -248,7 +323,16 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
             }
             service = service.with_geo(Arc::clone(g));
         }
-        dispatcher.add_service(service);
+        // Built (and so validated) either way; an unchanged one is taken
+        // over from the running config with its pools, health and tasks.
+        let fp = super::reuse::fingerprint(&(
+            cx.value_text(&["services", &i.to_string()]),
+            cx.value_text(&["geo"]),
+        ));
+        let service = cx.reuse(format!("service:{}", svc.name.get_ref()), fp, || {
+            Arc::new(service)
+        });
+        dispatcher.insert_service(service);
     }
 
     let relay = match &raw.relay {
@@ -344,6 +428,9 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
             rate_limits,
             geo,
             voice,
+            components: super::reuse::Components::default(),
+            admin_token,
+            source: Arc::default(),
         },
         warnings,
     })
@@ -519,6 +606,13 @@ fn build_server(cx: &Ctx<'_>, raw: &FileConfig) -> Result<ServerSettings, Config
     {
         return Err(cx.spanned(w, "server.worker_threads", "must be at least 1"));
     }
+    if !(100..=3_600_000).contains(s.reload_check_interval_ms.get_ref()) {
+        return Err(cx.spanned(
+            &s.reload_check_interval_ms,
+            "server.reload_check_interval_ms",
+            "must be 100 to 3600000 (1 hour)",
+        ));
+    }
     Ok(ServerSettings {
         listen,
         max_connections: *s.max_connections.get_ref(),
@@ -551,6 +645,8 @@ fn build_server(cx: &Ctx<'_>, raw: &FileConfig) -> Result<ServerSettings, Config
             None => None,
         },
         relay: None,
+        reload_on_change: s.reload_on_change,
+        reload_check_interval: Duration::from_millis(*s.reload_check_interval_ms.get_ref()),
     })
 }
 

@@ -155,7 +155,13 @@ impl Dispatcher {
         Self::default()
     }
 
-    /// Register a service (replacing one with the same target).
+    /// Add a shared service (replacing one with the same target): a reload
+    /// puts the running config's unchanged services in the new dispatcher.
+    pub fn insert_service(&mut self, service: Arc<Service>) {
+        self.services.insert(service.target.clone(), service);
+    }
+
+    /// Add a service (replacing one with the same target).
     pub fn add_service(&mut self, service: Service) -> Arc<Service> {
         let service = Arc::new(service);
         self.services

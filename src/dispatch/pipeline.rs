@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     /// The STUN/TURN relay, when `[relay]` is configured (the admin API
     /// reports and revokes through it).
     pub relay: Option<Arc<crate::relay::Relay>>,
+    /// Asks for config reloads; the status of the last one.
+    pub reload: crate::runtime::reload::ReloadHandle,
 }
 
 /// Handle one request end to end; never fails: errors become JSON responses.

@@ -12,6 +12,9 @@
 //! let runtime = BackendRuntime::new(config);
 //! ```
 
+mod background;
+pub(crate) mod reload;
+
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -48,6 +51,8 @@ pub struct BackendRuntimeConfig {
 pub struct BackendRuntime {
     settings: ServerSettings,
     snapshot: Snapshot,
+    /// The file a reload reads (`None`: nothing to reload).
+    config_file: Option<std::path::PathBuf>,
 }
 
 impl BackendRuntime {
@@ -57,6 +62,7 @@ impl BackendRuntime {
         BackendRuntime {
             settings: ServerSettings::new(listen, config.max_connections.max(1)),
             snapshot: Snapshot::default(),
+            config_file: None,
         }
     }
 
@@ -65,7 +71,15 @@ impl BackendRuntime {
         BackendRuntime {
             settings: config.server,
             snapshot: config.snapshot,
+            config_file: None,
         }
+    }
+
+    /// Reload from `path` on SIGHUP, on `POST /admin/reload` and (with
+    /// `[server] reload_on_change`) when the file changes.
+    pub fn with_config_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config_file = Some(path.into());
+        self
     }
 
     /// Serve these routes and services.
@@ -116,11 +130,12 @@ impl BackendRuntime {
             }
             None => None,
         };
+        let config_file = self.config_file.map(reload::ConfigFile::new);
         let task = tokio::spawn(serve(
-            listener,
-            admin,
+            Listeners { listener, admin },
             self.settings,
             self.snapshot,
+            config_file,
             relay.clone(),
             shutdown.clone(),
             relay_stop,
@@ -234,33 +249,52 @@ fn http_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn serve(
+/// The bound sockets.
+struct Listeners {
     listener: TcpListener,
     admin: Option<TcpListener>,
+}
+
+async fn serve(
+    listeners: Listeners,
     settings: ServerSettings,
     snapshot: Snapshot,
+    config_file: Option<reload::ConfigFile>,
     relay: Option<Arc<crate::relay::Relay>>,
     shutdown: CancellationToken,
     relay_stop: CancellationToken,
 ) {
+    let Listeners { listener, admin } = listeners;
     // However serve ends, the relay's sockets close with it.
     let _relay_stop = relay_stop.drop_guard();
     // Cancelled when the drain deadline passes: connections still open are cut.
     let hard_stop = CancellationToken::new();
-    // Background work of the config (JWKS refresh) stops with the listener.
+    // Background work of the config (probes, discovery, JWKS refresh,
+    // Redis, reloads) stops with the listener.
     let background = shutdown.child_token();
-    if let Some(remote) = snapshot.auth.as_ref().and_then(|a| a.remote()) {
-        tokio::spawn(Arc::clone(remote).run(background.clone()));
-    }
-    spawn_rate_limit_tasks(&snapshot.rate_limits, &background);
-    spawn_upstream_tasks(&snapshot.dispatcher, &background);
+    let mut tasks = background::Background::new(background.clone());
+    tasks.sync(&snapshot);
+    let (reload, reload_rx) =
+        reload::ReloadHandle::new(config_file.as_ref().map(|f| f.path().to_owned()));
     let shared = Arc::new(Shared {
         snapshot: arc_swap::ArcSwap::from_pointee(snapshot),
         tunnels: TaskTracker::new(),
         hard_stop: hard_stop.clone(),
         tunnel_idle_timeout: settings.tunnel_idle_timeout,
         relay,
+        reload,
     });
+    spawn_sweeper(Arc::clone(&shared), background.clone());
+    tokio::spawn(reload::run(
+        reload::Reloader {
+            file: config_file,
+            server: settings.clone(),
+            background: tasks,
+        },
+        reload_rx,
+        Arc::clone(&shared),
+        background.clone(),
+    ));
     if let Some(admin) = admin {
         tokio::spawn(crate::admin::serve(
             admin,
@@ -326,26 +360,27 @@ async fn serve(
     tracing::info!("gateway stopped");
 }
 
-/// The Redis connection of shared limits, and the sweeper that forgets
-/// idle keys of every in-process counter (off the request path: a sweep of
-/// a million keys takes milliseconds, run on the blocking pool).
-fn spawn_rate_limit_tasks(limits: &crate::config::RateLimits, stop: &CancellationToken) {
-    if let Some(redis) = &limits.redis {
-        tokio::spawn(Arc::clone(redis).connect(stop.clone()));
-    }
-    if limits.all.is_empty() {
-        return;
-    }
-    let rules = limits.all.clone();
-    let interval = limits.sweep_interval;
-    let stop = stop.clone();
+/// The sweeper that forgets idle keys of every in-process counter of the
+/// config in effect (off the request path: a sweep of a million keys takes
+/// milliseconds, run on the blocking pool).
+fn spawn_sweeper(shared: Arc<Shared>, stop: CancellationToken) {
     tokio::spawn(async move {
         loop {
+            // A snapshot built in code has no interval: sweep each second.
+            let interval = shared
+                .snapshot
+                .load()
+                .rate_limits
+                .sweep_interval
+                .max(std::time::Duration::from_secs(1));
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
                 () = stop.cancelled() => return,
             }
-            let rules = rules.clone();
+            let rules = shared.snapshot.load().rate_limits.all.clone();
+            if rules.is_empty() {
+                continue;
+            }
             let _ = tokio::task::spawn_blocking(move || {
                 for rule in &rules {
                     rule.local_limiter().sweep();
@@ -354,32 +389,6 @@ fn spawn_rate_limit_tasks(limits: &crate::config::RateLimits, stop: &Cancellatio
             .await;
         }
     });
-}
-
-/// Per service: its discovery (which swaps in new endpoint sets) and its
-/// health supervisor (one probe task per endpoint, following the sets).
-fn spawn_upstream_tasks(dispatcher: &Dispatcher, stop: &CancellationToken) {
-    for service in dispatcher.services() {
-        if let Some(source) = service.discovery.clone() {
-            let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
-            tokio::spawn(source.run(tx, stop.clone()));
-            let service = Arc::clone(service);
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        r = rx.changed() => if r.is_err() { return },
-                        () = stop.cancelled() => return,
-                    }
-                    let found = Arc::clone(&rx.borrow_and_update());
-                    service.update_endpoints(&found);
-                }
-            });
-        }
-        if service.health_check.is_some() {
-            tokio::spawn(crate::health::supervise(Arc::clone(service), stop.clone()));
-        }
-    }
 }
 
 /// What every connection task of one listener shares.

@@ -301,6 +301,11 @@ impl GatewayProcess {
         }
     }
 
+    /// The config file it runs (rewrite it, then signal `HUP`, to reload).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("gateway.toml")
+    }
+
     /// Everything the process wrote to stderr so far (`start_logged` only).
     pub fn log(&self) -> String {
         let p = self.log.as_ref().expect("started with start_logged");

@@ -1,0 +1,497 @@
+//! Hot reload and the operator's admin endpoints, against a gateway started
+//! from a real file on disk with real upstreams.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aether_gateway::{BackendRuntime, RunningGateway};
+use futures_util::{SinkExt, StreamExt};
+use http::StatusCode;
+use support::{Upstream, get, http1, req};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A gateway running `text` from a file in `dir`, with reloads from it.
+async fn from_file(dir: &Path, text: &str) -> (RunningGateway, PathBuf) {
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    let cfg = aether_gateway::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let gw = BackendRuntime::from_config(cfg)
+        .with_config_file(&path)
+        .start()
+        .await
+        .expect("gateway starts");
+    (gw, path)
+}
+
+fn base(up: SocketAddr, extra_server: &str, rest: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+{extra_server}
+[admin]
+listen = "127.0.0.1:0"
+
+[[services]]
+name = "world"
+[[services.endpoints]]
+address = "{up}"
+
+[[routes]]
+method = "GET"
+path = "/api/v1/worlds/{{id}}"
+service = "world"
+
+[[routes]]
+method = "GET"
+path = "/ws/{{room}}"
+service = "world"
+{rest}"#
+    )
+}
+
+const ASSETS_ROUTE: &str = r#"
+[[routes]]
+method = "GET"
+path = "/api/v1/assets/{id}"
+service = "world"
+"#;
+
+async fn post_reload(gw: &RunningGateway) -> support::Resp {
+    http1(
+        gw.admin_addr().unwrap(),
+        req("POST", "/admin/reload", &[], ""),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adds_a_route_while_a_long_request_and_a_websocket_finish_on_the_old_config() {
+    let up = Upstream::start("world-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, path) = from_file(dir.path(), &base(up.addr, "reload_on_change = false", "")).await;
+    let addr = gw.local_addr();
+    assert_eq!(
+        http1(addr, get("/api/v1/assets/1")).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // A WebSocket open across the reload.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/lobby"))
+        .await
+        .expect("websocket handshake");
+    ws.send(Message::text("before")).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap();
+    assert_eq!(echoed.unwrap().unwrap(), Message::text("before"));
+
+    // A long request in flight across the reload.
+    let long = tokio::spawn(async move { http1(addr, get("/api/v1/worlds/1?slow_ms=1500")).await });
+    up.wait_for_hits(2).await;
+    // A short one while it runs: its pooled connection must survive the reload.
+    let short = http1(addr, get("/api/v1/worlds/2")).await;
+    assert_eq!(short.status, StatusCode::OK);
+    let pooled = up.last().peer;
+
+    std::fs::write(
+        &path,
+        base(up.addr, "reload_on_change = false", ASSETS_ROUTE),
+    )
+    .unwrap();
+    let r = post_reload(&gw).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", body_of(&r));
+    let j = r.json();
+    assert_eq!(j["applied"], true);
+    assert_eq!(j["generation"], 2);
+    assert_eq!(j["trigger"], "admin");
+    assert_eq!(j["restart_required"], serde_json::json!([]));
+
+    // New requests see the new route; the unchanged service kept its pool.
+    let assets = http1(addr, get("/api/v1/assets/9")).await;
+    assert_eq!(assets.status, StatusCode::OK, "{}", body_of(&assets));
+    assert_eq!(up.last().uri, "/api/v1/assets/9");
+    assert_eq!(
+        up.last().peer,
+        pooled,
+        "the unchanged service's idle connection was reused"
+    );
+    assert!(
+        !long.is_finished(),
+        "the long request is still in flight after the reload"
+    );
+
+    // The old config's request and WebSocket finish.
+    let long = long.await.unwrap();
+    assert_eq!(long.status, StatusCode::OK, "{}", body_of(&long));
+    ws.send(Message::text("after")).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap();
+    assert_eq!(echoed.unwrap().unwrap(), Message::text("after"));
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_file_is_refused_with_its_line_and_the_running_config_stays() {
+    let up = Upstream::start("world-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = base(up.addr, "reload_on_change = false", "");
+    let (gw, path) = from_file(dir.path(), &good).await;
+    let bad =
+        format!("{good}\n[[routes]]\nmethod = \"GET\"\npath = \"/x\"\nservice = \"nowhere\"\n");
+    let line = bad.lines().position(|l| l.contains("nowhere")).unwrap() + 1;
+    std::fs::write(&path, &bad).unwrap();
+
+    let r = post_reload(&gw).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", body_of(&r));
+    let j = r.json();
+    assert_eq!(j["applied"], false);
+    assert_eq!(j["generation"], 1);
+    let error = j["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("gateway.toml:{line}:")) && error.contains("routes[2].service"),
+        "{error}"
+    );
+    assert_eq!(
+        http1(gw.local_addr(), get("/api/v1/worlds/1")).await.status,
+        StatusCode::OK
+    );
+
+    let c = support::admin(&gw, "/admin/config").await.json();
+    assert_eq!(c["generation"], 1);
+    assert_eq!(c["reloads"], 0);
+    assert_eq!(c["failed_reloads"], 1);
+    assert_eq!(c["last_attempt"]["applied"], false);
+    assert_eq!(c["last_attempt"]["error"], error);
+    // The config shown is the one in effect, not the refused file.
+    assert_eq!(c["config"]["routes"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_rate_limit_rules_keep_their_counts_and_changed_ones_start_afresh() {
+    let up = Upstream::start("world-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let limited = |rpm: u32, extra: &str| {
+        format!(
+            "{}\n[[routes]]\nmethod = \"GET\"\npath = \"/api/v1/limited\"\nservice = \"world\"\nrate_limit = {{ requests_per_minute = {rpm}, key = \"ip\" }}\n{extra}",
+            base(up.addr, "reload_on_change = false", "")
+        )
+    };
+    let (gw, path) = from_file(dir.path(), &limited(2, "")).await;
+    let addr = gw.local_addr();
+    for _ in 0..2 {
+        assert_eq!(
+            http1(addr, get("/api/v1/limited")).await.status,
+            StatusCode::OK
+        );
+    }
+    std::fs::write(&path, limited(2, ASSETS_ROUTE)).unwrap();
+    assert_eq!(post_reload(&gw).await.status, StatusCode::OK);
+    let r = http1(addr, get("/api/v1/limited")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the rule kept its count"
+    );
+    assert_eq!(r.header("ratelimit-limit"), Some("2"));
+
+    std::fs::write(&path, limited(3, ASSETS_ROUTE)).unwrap();
+    assert_eq!(post_reload(&gw).await.status, StatusCode::OK);
+    let r = http1(addr, get("/api/v1/limited")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "a changed rule starts with a full bucket"
+    );
+    assert_eq!(r.header("ratelimit-limit"), Some("3"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_file_is_reloaded_by_itself_and_listener_changes_wait_for_a_restart() {
+    let up = Upstream::start("world-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let watch = "reload_check_interval_ms = 100";
+    let (gw, path) = from_file(dir.path(), &base(up.addr, watch, "")).await;
+    let addr = gw.local_addr();
+    // Also a listener change: applied at restart only, and said so.
+    let changed = base(up.addr, watch, ASSETS_ROUTE).replacen(
+        "[server]\n",
+        "[server]\nmax_connections = 77\n",
+        1,
+    );
+    std::fs::write(&path, changed).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http1(addr, get("/api/v1/assets/1")).await;
+        if r.status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the change was not picked up"
+        );
+        // A poll interval, not synchronisation: the condition is re-read.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let c = support::admin(&gw, "/admin/config").await.json();
+    assert_eq!(c["generation"], 2);
+    assert_eq!(c["last_attempt"]["trigger"], "file change");
+    assert_eq!(
+        c["last_attempt"]["restart_required"],
+        serde_json::json!(["server.max_connections"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_service_keeps_its_health_state_over_a_reload() {
+    let up = Upstream::start("world-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = |rest: &str| {
+        base(up.addr, "reload_on_change = false", rest).replace(
+            "name = \"world\"\n",
+            "name = \"world\"\n[services.health_check]\ninterval_ms = 50\nhealthy_threshold = 1\n",
+        )
+    };
+    let (gw, path) = from_file(dir.path(), &text("")).await;
+    let before = support::wait_upstreams(
+        &gw,
+        "three passing probes",
+        |_| {},
+        |v| {
+            support::endpoint_of(v, "world", up.addr)["consecutive_probe_successes"]
+                .as_u64()
+                .unwrap()
+                >= 3
+        },
+    )
+    .await;
+    let n = support::endpoint_of(&before, "world", up.addr)["consecutive_probe_successes"]
+        .as_u64()
+        .unwrap();
+    std::fs::write(&path, text(ASSETS_ROUTE)).unwrap();
+    assert_eq!(post_reload(&gw).await.status, StatusCode::OK);
+    let after = support::admin(&gw, "/admin/upstreams").await.json();
+    let e = support::endpoint_of(&after, "world", up.addr);
+    assert!(
+        e["consecutive_probe_successes"].as_u64().unwrap() >= n,
+        "the probe history carried on: {e}"
+    );
+    assert_eq!(e["health"], "healthy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_flips_when_every_upstream_is_down_and_back() {
+    let up = Upstream::start("world-1").await;
+    let text = base(up.addr, "", "").replace(
+        "name = \"world\"\n",
+        "name = \"world\"\n[services.health_check]\ntype = \"tcp\"\ninterval_ms = 50\nunhealthy_threshold = 1\nhealthy_threshold = 1\n",
+    );
+    let gw = support::gateway(&text).await;
+    let admin = gw.admin_addr().unwrap();
+    let ready = |want: StatusCode| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = http1(admin, get("/readyz")).await;
+            if r.status == want {
+                return r.json();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/readyz stayed {}: {}",
+                r.status,
+                body_of(&r)
+            );
+            // A poll interval, not synchronisation: the condition is re-read.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let j = ready(StatusCode::OK).await;
+    assert_eq!(j["ready"], true);
+    assert_eq!(j["serving_endpoints"], 1);
+    up.stop();
+    let j = ready(StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(j["ready"], false);
+    assert_eq!(j["serving_endpoints"], 0);
+    let _up = up.restart().await;
+    assert_eq!(ready(StatusCode::OK).await["serving_endpoints"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_guards_everything_but_the_probes() {
+    let up = Upstream::start("world-1").await;
+    // SAFETY: a variable no other test reads; set before the config reads it.
+    unsafe { std::env::set_var("AETHER_TEST_ADMIN_TOKEN_GUARD", "s3cret-admin-token-0123") };
+    let text = base(up.addr, "", "").replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"AETHER_TEST_ADMIN_TOKEN_GUARD\"\n",
+    );
+    let gw = support::gateway(&text).await;
+    let admin = gw.admin_addr().unwrap();
+    for path in ["/admin/upstreams", "/admin/config", "/admin/geo"] {
+        let r = http1(admin, get(path)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Bearer realm=\"aether-gateway admin\"")
+        );
+        let wrong = http1(
+            admin,
+            req(
+                "GET",
+                path,
+                &[("authorization", "Bearer s3cret-admin-token-0124")],
+                "",
+            ),
+        )
+        .await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{path}");
+        let right = http1(
+            admin,
+            req(
+                "GET",
+                path,
+                &[("authorization", "Bearer s3cret-admin-token-0123")],
+                "",
+            ),
+        )
+        .await;
+        assert_eq!(right.status, StatusCode::OK, "{path}");
+    }
+    let r = http1(admin, req("POST", "/admin/reload", &[], "")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(
+            http1(admin, get(path)).await.status,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    // The token is in no answer.
+    let c = http1(
+        admin,
+        req(
+            "GET",
+            "/admin/config",
+            &[("authorization", "bearer s3cret-admin-token-0123")],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(c.status, StatusCode::OK);
+    assert!(
+        !body_of(&c).contains("s3cret-admin-token"),
+        "{}",
+        body_of(&c)
+    );
+}
+
+#[test]
+fn a_token_env_that_is_not_set_or_too_short_is_a_config_error() {
+    let text = "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"AETHER_TEST_ADMIN_TOKEN_UNSET\"\n";
+    let e = aether_gateway::config::parse(text, Path::new("g.toml")).unwrap_err();
+    assert_eq!((e.line, e.field.as_str()), (3, "admin.token_env"));
+    assert!(
+        e.message
+            .contains("AETHER_TEST_ADMIN_TOKEN_UNSET is not set"),
+        "{e}"
+    );
+    // SAFETY: a variable no other test reads.
+    unsafe { std::env::set_var("AETHER_TEST_ADMIN_TOKEN_SHORT", "short") };
+    let text = text.replace("UNSET", "SHORT");
+    let e = aether_gateway::config::parse(&text, Path::new("g.toml")).unwrap_err();
+    assert_eq!(e.field, "admin.token_env");
+    assert!(e.message.contains("at least 16"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_dump_redacts_secrets() {
+    let up = Upstream::start("world-1").await;
+    let text = base(
+        up.addr,
+        "",
+        "\n[rate_limit]\nbackend = \"local\"\nredis_url = \"redis://gw:hunter2@127.0.0.1:6379/0\"\n",
+    );
+    let gw = support::gateway(&text).await;
+    let c = support::admin(&gw, "/admin/config").await;
+    assert_eq!(c.status, StatusCode::OK);
+    assert!(!body_of(&c).contains("hunter2"), "{}", body_of(&c));
+    let j = c.json();
+    assert_eq!(
+        j["config"]["rate_limit"]["redis_url"],
+        "redis://gw:<redacted>@127.0.0.1:6379/0"
+    );
+    assert_eq!(j["config"]["services"][0]["name"], "world");
+    assert_eq!(j["generation"], 1);
+    // Started from text, not a file: a reload says there is nothing to read.
+    let r = post_reload(&gw).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("no file to reload"),
+        "{}",
+        body_of(&r)
+    );
+}
+
+fn body_of(r: &support::Resp) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// The built binary: SIGHUP reloads (and does not end the process);
+/// `--version` prints the version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_running_binary() {
+    let up = Upstream::start("world-1").await;
+    let text = base(up.addr, "reload_on_change = false", "");
+    let mut gw = support::GatewayProcess::start_logged(&text, "info");
+    assert_eq!(
+        http1(gw.addr, get("/api/v1/assets/1")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    std::fs::write(
+        gw.config_path(),
+        base(up.addr, "reload_on_change = false", ASSETS_ROUTE),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http1(gw.addr, get("/api/v1/assets/1")).await;
+        if r.status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SIGHUP did not reload: {}",
+            gw.log()
+        );
+        // A poll interval, not synchronisation: the condition is re-read.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = gw.log();
+    assert!(log.contains("SIGHUP: reloading the config"), "{log}");
+    assert!(log.contains("config reloaded"), "{log}");
+    assert!(
+        gw.child.try_wait().unwrap().is_none(),
+        "still running after SIGHUP"
+    );
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aether-gateway"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("aether-gateway {}", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -920,3 +920,68 @@ fn the_token_is_never_logged() {
         );
     }
 }
+
+/// A reload that keeps the JWKS URL keeps its keys: tokens are verified at
+/// once, though the JWKS server is down by then (a new key set that had to
+/// be fetched first would answer 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_fetched_jwks_of_an_unchanged_url() {
+    let key = TestKey::rsa(Algorithm::RS256, "2026-11");
+    let server = JwksServer::start(jwks(&[&key])).await;
+    server.set_cache_control(Some("public, max-age=3600"));
+    let up = Upstream::start("world-1").await;
+    let source = format!(
+        "jwks_url = \"{}\"\njwks_refresh_min_seconds = 60\njwks_fetch_timeout_ms = 2000\n",
+        server.url()
+    );
+    let text = |extra: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nreload_on_change = false\n[admin]\nlisten = \"127.0.0.1:0\"\n{}{}{ROUTES}{extra}",
+            auth_section(&source, r#"["RS256"]"#),
+            service_toml("world-service", &[up.addr], "")
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, text("")).unwrap();
+    let cfg = aether_gateway::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let gw = aether_gateway::BackendRuntime::from_config(cfg)
+        .with_config_file(&path)
+        .start()
+        .await
+        .unwrap();
+    let token = key.sign(&claims("p", json!("player")));
+    until_status(
+        gw.local_addr(),
+        &token,
+        StatusCode::OK,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(server.fetches(), 1);
+
+    server.set_failing(true);
+    let extra = "\n[[routes]]\nmethod = \"GET\"\npath = \"/api/v1/extra\"\nservice = \"world-service\"\nauth = \"public\"\n";
+    std::fs::write(&path, text(extra)).unwrap();
+    let r = http1(
+        gw.admin_addr().unwrap(),
+        req("POST", "/admin/reload", &[], ""),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(
+        get_with_addr(gw.local_addr(), &token).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        http1(gw.local_addr(), get("/api/v1/extra")).await.status,
+        StatusCode::OK
+    );
+    // The refresh schedule carried on: no fetch at the reload.
+    assert_eq!(server.fetches(), 1);
+}

@@ -1,0 +1,36 @@
+# aether-gateway container image: a multi-stage build, a small runtime image
+# (distroless, glibc + CA roots, no shell), running as a non-root user.
+#
+#   docker build -t aether-gateway .
+#   docker run --rm -p 8080:8080 -p 3478:3478/udp \
+#     -v "$PWD/gateway.toml:/etc/aether-gateway/gateway.toml:ro" aether-gateway
+#
+# In a container the config must listen on 0.0.0.0 (or [::]), not on
+# 127.0.0.1; keep [admin] on loopback unless a token_env is set (see
+# docs/configuration.md). Reload with `docker kill -s HUP <container>`, or by
+# changing the mounted file (watched every second by default).
+
+FROM rust:1-slim-bookworm AS build
+# aws-lc-rs (rustls' crypto) builds a C library: it wants cmake and a C
+# compiler; the slim image has gcc but not cmake.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends cmake \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+# The cache mounts keep the registry and the dependencies' build between
+# image builds (BuildKit); the binary is copied out of the cached target.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin aether-gateway \
+ && cp target/release/aether-gateway /aether-gateway
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /aether-gateway /usr/local/bin/aether-gateway
+COPY examples/gateway.toml /etc/aether-gateway/gateway.toml.example
+# nonroot: uid/gid 65532. Ports above 1024 need no capability.
+USER nonroot:nonroot
+EXPOSE 8080 9901 3478/tcp 3478/udp
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/aether-gateway"]
+CMD ["run", "--config", "/etc/aether-gateway/gateway.toml"]

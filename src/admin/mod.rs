@@ -370,3 +370,56 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
     );
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_secret_values_and_url_passwords_but_not_where_secrets_live() {
+        let mut v = serde_json::json!({
+            "relay": {
+                "users": [{"name": "ops", "password": "pw-1", "password_env": "OPS_PW"}],
+                "secret_file": "/run/secrets/turn",
+                "credential_ttl_seconds": 600
+            },
+            "auth": {"max_token_bytes": 8192, "keys": [{"secret_env": "HMAC", "kid": "a"}]},
+            "rate_limit": {"redis_url": "rediss://gw:hunter2@cache:6380/1", "other": "http://host/a@b"},
+            "admin": {"token_env": "AETHER_ADMIN_TOKEN", "token": "plain"}
+        });
+        redact(&mut v);
+        assert_eq!(v["relay"]["users"][0]["password"], "<redacted>");
+        assert_eq!(v["relay"]["users"][0]["password_env"], "OPS_PW");
+        assert_eq!(v["relay"]["users"][0]["name"], "ops");
+        assert_eq!(v["relay"]["secret_file"], "/run/secrets/turn");
+        assert_eq!(v["relay"]["credential_ttl_seconds"], 600);
+        assert_eq!(v["auth"]["max_token_bytes"], 8192);
+        assert_eq!(v["auth"]["keys"][0]["secret_env"], "HMAC");
+        assert_eq!(
+            v["rate_limit"]["redis_url"],
+            "rediss://gw:<redacted>@cache:6380/1"
+        );
+        // An @ in the path is not userinfo.
+        assert_eq!(v["rate_limit"]["other"], "http://host/a@b");
+        assert_eq!(v["admin"]["token_env"], "AETHER_ADMIN_TOKEN");
+        assert_eq!(v["admin"]["token"], "<redacted>");
+    }
+
+    #[test]
+    fn the_token_is_admitted_only_as_a_bearer_credential_of_the_same_bytes() {
+        let t = AdminToken::new("0123456789abcdef");
+        let with = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+            h
+        };
+        assert!(t.admits(&with("Bearer 0123456789abcdef")));
+        assert!(t.admits(&with("bearer 0123456789abcdef")));
+        assert!(!t.admits(&with("Bearer 0123456789abcdeF")));
+        assert!(!t.admits(&with("Bearer 0123456789abcde")));
+        assert!(!t.admits(&with("Basic 0123456789abcdef")));
+        assert!(!t.admits(&with("0123456789abcdef")));
+        assert!(!t.admits(&http::HeaderMap::new()));
+        assert_eq!(format!("{t:?}"), "AdminToken(<redacted>)");
+    }
+}

@@ -59,6 +59,21 @@ path = "/api/v1/assets/{id}"
 service = "world"
 "#;
 
+/// Poll until the route the reload adds answers (404 until then).
+async fn assets_route_appears(addr: SocketAddr, why: impl Fn() -> String) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http1(addr, get("/api/v1/assets/1")).await;
+        if r.status == StatusCode::OK {
+            return;
+        }
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert!(tokio::time::Instant::now() < deadline, "{}", why());
+        // A poll interval, not synchronisation: the condition is re-read.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn post_reload(gw: &RunningGateway) -> support::Resp {
     http1(
         gw.admin_addr().unwrap(),
@@ -223,20 +238,7 @@ async fn a_changed_file_is_reloaded_by_itself_and_listener_changes_wait_for_a_re
         1,
     );
     std::fs::write(&path, changed).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = http1(addr, get("/api/v1/assets/1")).await;
-        if r.status == StatusCode::OK {
-            break;
-        }
-        assert_eq!(r.status, StatusCode::NOT_FOUND);
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the change was not picked up"
-        );
-        // A poll interval, not synchronisation: the condition is re-read.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assets_route_appears(addr, || "the change was not picked up".to_owned()).await;
     let c = support::admin(&gw, "/admin/config").await.json();
     assert_eq!(c["generation"], 2);
     assert_eq!(c["last_attempt"]["trigger"], "file change");
@@ -460,21 +462,7 @@ async fn sighup_reloads_the_running_binary() {
     )
     .unwrap();
     gw.signal("HUP");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = http1(gw.addr, get("/api/v1/assets/1")).await;
-        if r.status == StatusCode::OK {
-            break;
-        }
-        assert_eq!(r.status, StatusCode::NOT_FOUND);
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "SIGHUP did not reload: {}",
-            gw.log()
-        );
-        // A poll interval, not synchronisation: the condition is re-read.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assets_route_appears(gw.addr, || format!("SIGHUP did not reload: {}", gw.log())).await;
     let log = gw.log();
     assert!(log.contains("SIGHUP: reloading the config"), "{log}");
     assert!(log.contains("config reloaded"), "{log}");

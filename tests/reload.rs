@@ -483,3 +483,49 @@ async fn sighup_reloads_the_running_binary() {
         format!("aether-gateway {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// The relay's credentials follow a reload: a rotated REST secret (a file
+/// whose content changed) and a changed static password apply at once,
+/// and the relay's listener stays where it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_swaps_the_relays_secrets_and_static_users() {
+    use aether_gateway::relay::auth::rest_password;
+    use support::turn_client::{Creds, TurnClient};
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("turn.secret");
+    std::fs::write(&secret, "reload-test-secret-one-0123456789").unwrap();
+    let text = |password: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nreload_on_change = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [relay]\nlisten = \"127.0.0.1:0\"\nrealm = \"aether\"\nrelay_address = \"127.0.0.1\"\n\
+             relay_ports = \"50000-59999\"\nallowed_peers = [\"127.0.0.1/32\"]\nsecret_file = {:?}\n\
+             [[relay.users]]\nname = \"alice\"\npassword = \"{password}\"\n",
+            secret.display().to_string()
+        )
+    };
+    let (gw, path) = from_file(dir.path(), &text("first-password")).await;
+    let relay = gw.relay().unwrap().udp_addr();
+    let user = format!("{}:player-1", support::jwt::now() + 600);
+    let mut c = TurnClient::udp(relay, Creds::new("alice", "first-password")).await;
+    assert!(c.allocate().await.success);
+    let old_rest = rest_password(b"reload-test-secret-one-0123456789", &user);
+    let mut c = TurnClient::udp(relay, Creds::new(&user, &old_rest)).await;
+    assert!(c.allocate().await.success);
+
+    std::fs::write(&secret, "reload-test-secret-two-9876543210").unwrap();
+    std::fs::write(&path, text("second-password")).unwrap();
+    let r = post_reload(&gw).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", body_of(&r));
+    assert_eq!(r.json()["restart_required"], serde_json::json!([]));
+
+    let mut c = TurnClient::udp(relay, Creds::new("alice", "first-password")).await;
+    assert_eq!(c.allocate().await.code, 401);
+    let mut c = TurnClient::udp(relay, Creds::new("alice", "second-password")).await;
+    assert!(c.allocate().await.success);
+    let mut c = TurnClient::udp(relay, Creds::new(&user, &old_rest)).await;
+    assert_eq!(c.allocate().await.code, 401);
+    let new_rest = rest_password(b"reload-test-secret-two-9876543210", &user);
+    let mut c = TurnClient::udp(relay, Creds::new(&user, &new_rest)).await;
+    assert!(c.allocate().await.success);
+    assert_eq!(gw.relay().unwrap().udp_addr(), relay);
+}

@@ -187,7 +187,12 @@ fn write(l: &RwLock<ShardState>) -> RwLockWriteGuard<'_, ShardState> {
 
 struct Inner {
     shards: Box<[Shard]>,
-    auth: Arc<Authenticator>,
+    /// Swapped by a config reload (new secrets or users); the shards' cores
+    /// hold the first one only for their own all-in-one entry point, which
+    /// the shell does not use.
+    auth: arc_swap::ArcSwap<Authenticator>,
+    /// Kept over a credentials swap, so nonces already handed out stay valid.
+    nonce_key: [u8; 32],
     limiter: ChallengeLimiter,
     quota: Arc<Quota>,
     udp: Arc<UdpSocket>,
@@ -433,7 +438,8 @@ impl Relay {
             .collect();
         let inner = Arc::new(Inner {
             shards,
-            auth,
+            auth: arc_swap::ArcSwap::new(auth),
+            nonce_key,
             limiter: ChallengeLimiter::new(
                 config.challenges_per_second,
                 config.challenge_burst,
@@ -458,6 +464,20 @@ impl Relay {
         }
         tokio::spawn(housekeeping(Arc::clone(&inner)));
         Ok(Arc::new(Relay { inner }))
+    }
+
+    /// Take the realm, REST secrets, static users and nonce lifetime of
+    /// `config` (a reloaded one): requests authenticated from now on use
+    /// them; allocations made before keep running until they end or are
+    /// refreshed (a refresh is authenticated again, with the new ones).
+    pub fn update_credentials(&self, config: &RelayConfig) {
+        self.inner.auth.store(Arc::new(Authenticator::new(
+            config.realm.clone(),
+            config.secrets.clone(),
+            config.users.clone(),
+            &self.inner.nonce_key,
+            config.nonce_lifetime_seconds,
+        )));
     }
 
     /// The UDP listener's address.
@@ -637,8 +657,9 @@ fn process(inner: &Arc<Inner>, five: FiveTuple, d: &[u8], out: &mut [u8]) -> Opt
     let (now_ms, now_unix) = inner.now();
     let idx = inner.shard_of(&five);
     let shard = &inner.shards[idx];
+    let authenticator = inner.auth.load();
     match front(
-        &inner.auth,
+        &authenticator,
         Some(&inner.limiter),
         five,
         d,
@@ -686,7 +707,7 @@ fn process(inner: &Arc<Inner>, five: FiveTuple, d: &[u8], out: &mut [u8]) -> Opt
             // before it sweeps the shards, so no Allocate can slip between.
             if inner.is_revoked(&auth.user, now_unix) {
                 drop(g);
-                return match refuse_revoked(&inner.auth, five, d, now_unix, out) {
+                return match refuse_revoked(&authenticator, five, d, now_unix, out) {
                     Action::Reply(n) => Some(n),
                     _ => None,
                 };

@@ -246,6 +246,9 @@ async fn reload_once(
     attempt.warnings = cfg.warnings;
     let mut next = cfg.snapshot;
     carry_over(&running, &mut next, shared);
+    if let (Some(relay), Some(cfg)) = (&shared.relay, &cfg.server.relay) {
+        relay.update_credentials(cfg);
+    }
     let kept = next
         .dispatcher
         .services()
@@ -291,6 +294,19 @@ fn carry_over(running: &Snapshot, next: &mut Snapshot, shared: &Shared) {
     }
 }
 
+/// The relay's settings that are bound at start: all but its credentials
+/// (realm, secrets, static users, nonce lifetime), which a reload swaps in.
+fn relay_fixed(relay: Option<&crate::relay::RelayConfig>) -> String {
+    relay.map_or_else(String::new, |r| {
+        let mut r = r.clone();
+        r.realm.clear();
+        r.secrets = None;
+        r.users.clear();
+        r.nonce_lifetime_seconds = 0;
+        format!("{r:?}")
+    })
+}
+
 /// Settings bound at start that the new file changes.
 fn restart_required(running: &ServerSettings, new: &ServerSettings) -> Vec<String> {
     let mut out = Vec::new();
@@ -317,7 +333,9 @@ fn restart_required(running: &ServerSettings, new: &ServerSettings) -> Vec<Strin
         reload_on_change => "server.reload_on_change",
         reload_check_interval => "server.reload_check_interval_ms",
         admin_listen => "admin.listen",
-        relay => "relay",
+    }
+    if relay_fixed(running.relay.as_ref()) != relay_fixed(new.relay.as_ref()) {
+        out.push("relay".to_owned());
     }
     out
 }

@@ -7,6 +7,7 @@ pub mod geo;
 pub mod ratelimit;
 pub mod relay;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;
 pub mod validate;
 

@@ -82,6 +82,9 @@ pub struct ServerSettings {
     pub admin_listen: Option<SocketAddr>,
     /// The STUN/TURN relay, when `[relay]` is configured.
     pub relay: Option<crate::relay::RelayConfig>,
+    /// The listener's certificates, when `[[server.tls]]` is configured
+    /// (the listener then speaks only TLS).
+    pub tls: Option<std::sync::Arc<crate::tls::CertStore>>,
 }
 
 impl ServerSettings {
@@ -100,6 +103,7 @@ impl ServerSettings {
             send_timeout: Duration::from_secs(60),
             admin_listen: None,
             relay: None,
+            tls: None,
         }
     }
 }

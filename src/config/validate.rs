@@ -551,6 +551,7 @@ fn build_server(cx: &Ctx<'_>, raw: &FileConfig) -> Result<ServerSettings, Config
             None => None,
         },
         relay: None,
+        tls: super::tls::server(cx, s)?,
     })
 }
 

@@ -115,6 +115,23 @@ impl Upstream {
         self.state.tls_failures.load(Ordering::SeqCst)
     }
 
+    /// Wait (with a deadline) until at least `n` TLS handshakes failed: with
+    /// TLS 1.3 the client side finishes first, so the upstream's verdict on
+    /// a client certificate can come after the gateway has answered.
+    pub async fn wait_for_tls_failures(&self, n: usize) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let notified = self.state.arrived.notified();
+                if self.tls_failures() >= n {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{} TLS failures, wanted {n}", self.tls_failures()));
+    }
+
     /// A fresh upstream on the address of a stopped one (same name, new counters).
     pub async fn restart(&self) -> Upstream {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

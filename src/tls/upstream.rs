@@ -47,13 +47,13 @@ pub enum SourceField {
 #[derive(Clone)]
 pub struct UpstreamTls {
     connector: TlsConnector,
-    server_name: Option<ServerName<'static>>,
+    source: UpstreamTlsSource,
 }
 
 impl std::fmt::Debug for UpstreamTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamTls")
-            .field("server_name", &self.server_name)
+            .field("source", &self.source)
             .finish_non_exhaustive()
     }
 }
@@ -109,8 +109,14 @@ impl UpstreamTls {
         config.alpn_protocols = vec![alpn.to_vec()];
         Ok(UpstreamTls {
             connector: TlsConnector::from(Arc::new(config)),
-            server_name: source.server_name.clone(),
+            source: source.clone(),
         })
+    }
+
+    /// What it was built from: a config reload compares it to tell a
+    /// changed service (new pools) from an unchanged one.
+    pub fn source(&self) -> &UpstreamTlsSource {
+        &self.source
     }
 
     /// The TLS handshake over a connected socket to `addr`.
@@ -120,6 +126,7 @@ impl UpstreamTls {
     /// certificate refused, no common protocol).
     pub async fn connect(&self, tcp: TcpStream, addr: SocketAddr) -> io::Result<UpstreamStream> {
         let name = self
+            .source
             .server_name
             .clone()
             .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));

@@ -43,6 +43,7 @@ pub mod ratelimit;
 pub mod relay;
 pub mod router;
 pub mod runtime;
+pub mod tls;
 pub mod upstream;
 
 pub use auth::{AuthMiddleware, AuthValidationPolicy, Token};

@@ -84,6 +84,36 @@ pub struct ServerFile {
     pub reload_on_change: bool,
     /// How often the file is looked at for a change. Default 1000.
     pub reload_check_interval_ms: Spanned<u64>,
+    /// `[[server.tls]]`: certificates; with any, `listen` speaks only TLS.
+    pub tls: Vec<ServerTlsFile>,
+    /// How often certificate and key files are looked at for changes, s. Default 10.
+    pub tls_reload_interval_seconds: Spanned<u64>,
+}
+
+/// `[[server.tls]]`: one certificate and the SNI names it serves.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsFile {
+    /// PEM certificate chain, leaf first (relative to the config file's directory).
+    pub cert: Spanned<String>,
+    /// PEM private key.
+    pub key: Spanned<String>,
+    /// SNI names (exact, or `*.` for one label); the first entry is the default certificate.
+    pub server_names: Spanned<Vec<Spanned<String>>>,
+}
+
+/// `[services.tls]`: TLS (and mTLS) to the service's endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceTlsFile {
+    /// Name verified in the upstream's certificate and sent as SNI. Default: the endpoint's IP.
+    pub server_name: Option<Spanned<String>>,
+    /// PEM trust roots. Default: the webpki (Mozilla) roots.
+    pub ca: Option<Spanned<String>>,
+    /// PEM client certificate chain (mTLS); needs `key`.
+    pub cert: Option<Spanned<String>>,
+    /// Its PEM private key; needs `cert`.
+    pub key: Option<Spanned<String>>,
 }
 
 impl Default for ServerFile {
@@ -105,6 +135,8 @@ impl Default for ServerFile {
             allow_encoded_slashes: false,
             reload_on_change: true,
             reload_check_interval_ms: Spanned::new(0..0, 1000),
+            tls: Vec::new(),
+            tls_reload_interval_seconds: Spanned::new(0..0, 10),
         }
     }
 }
@@ -118,6 +150,8 @@ pub enum ProtocolFile {
     Http1,
     /// HTTP/2 cleartext, prior knowledge.
     H2c,
+    /// HTTP/2 over TLS (ALPN `h2`); needs `[services.tls]`.
+    H2,
 }
 
 /// How `Host` is sent upstream.
@@ -518,6 +552,8 @@ pub struct ServiceFile {
     pub outlier_detection: Option<Spanned<OutlierFile>>,
     /// `[services.discovery]`: endpoints from DNS instead of `endpoints`.
     pub discovery: Option<Spanned<DiscoveryFile>>,
+    /// `[services.tls]`: TLS to the endpoints. Default: cleartext.
+    pub tls: Option<Spanned<ServiceTlsFile>>,
 }
 
 fn default_max_requests() -> Spanned<u32> {

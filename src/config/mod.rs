@@ -8,6 +8,7 @@ pub mod ratelimit;
 pub mod relay;
 pub mod reuse;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;
 pub mod validate;
 

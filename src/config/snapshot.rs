@@ -95,6 +95,9 @@ pub struct ServerSettings {
     pub reload_on_change: bool,
     /// How often the config file is looked at.
     pub reload_check_interval: Duration,
+    /// The listener's certificates, when `[[server.tls]]` is configured
+    /// (the listener then speaks only TLS).
+    pub tls: Option<std::sync::Arc<crate::tls::CertStore>>,
 }
 
 impl ServerSettings {
@@ -115,6 +118,7 @@ impl ServerSettings {
             relay: None,
             reload_on_change: true,
             reload_check_interval: Duration::from_secs(1),
+            tls: None,
         }
     }
 }

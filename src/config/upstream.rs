@@ -37,13 +37,15 @@ pub(super) fn build_service(
     }
     let protocol = match svc.protocol {
         ProtocolFile::Http1 => UpstreamProtocol::Http1,
-        ProtocolFile::H2c => UpstreamProtocol::H2c,
+        // HTTP/2 over TLS differs from h2c only in the stream underneath.
+        ProtocolFile::H2c | ProtocolFile::H2 => UpstreamProtocol::H2c,
     };
     let pool = PoolConfig {
         protocol,
         connect_timeout: Duration::from_millis(svc.connect_timeout_ms.max(1)),
         max_idle: svc.max_idle_connections_per_endpoint,
         idle_timeout: Duration::from_millis(svc.idle_connection_timeout_ms),
+        tls: super::tls::service(cx, i, svc, protocol)?,
     };
     let mut endpoints = Vec::with_capacity(svc.endpoints.len());
     for (j, ep) in svc.endpoints.iter().enumerate() {

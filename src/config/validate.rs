@@ -325,9 +325,23 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
         }
         // Built (and so validated) either way; an unchanged one is taken
         // over from the running config with its pools, health and tasks.
+        // The TLS files' contents too: a rotated client certificate or CA
+        // behind the same path is a changed service.
+        let tls_files: Vec<Option<Vec<u8>>> = service
+            .pool_config()
+            .tls
+            .iter()
+            .flat_map(|t| {
+                let s = t.source();
+                [s.ca.clone(), s.cert.clone(), s.key.clone()]
+            })
+            .flatten()
+            .map(|p| std::fs::read(p).ok())
+            .collect();
         let fp = super::reuse::fingerprint(&(
             cx.value_text(&["services", &i.to_string()]),
             cx.value_text(&["geo"]),
+            tls_files,
         ));
         let service = cx.reuse(format!("service:{}", svc.name.get_ref()), fp, || {
             Arc::new(service)
@@ -647,6 +661,7 @@ fn build_server(cx: &Ctx<'_>, raw: &FileConfig) -> Result<ServerSettings, Config
         relay: None,
         reload_on_change: s.reload_on_change,
         reload_check_interval: Duration::from_millis(*s.reload_check_interval_ms.get_ref()),
+        tls: super::tls::server(cx, s)?,
     })
 }
 

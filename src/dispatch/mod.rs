@@ -568,7 +568,11 @@ fn address_request(
                 None => endpoint.authority.clone(),
             };
             let mut parts = req.uri().clone().into_parts();
-            parts.scheme = Some(http::uri::Scheme::HTTP);
+            parts.scheme = Some(if endpoint.pool.config().tls.is_some() {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            });
             parts.authority = Some(authority);
             if parts.path_and_query.is_none() {
                 parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));

@@ -43,6 +43,8 @@ pub(crate) struct ConnInfo {
     peer_ip_header: HeaderValue,
     /// The connection's `max_connections` slot; tunnels hold it too.
     slot: Arc<tokio::sync::OwnedSemaphorePermit>,
+    /// The connection came over TLS (`X-Forwarded-Proto: https`).
+    pub tls: bool,
 }
 
 impl ConnInfo {
@@ -52,7 +54,14 @@ impl ConnInfo {
             peer_ip,
             peer_ip_header: ip_header(peer_ip),
             slot: Arc::new(slot),
+            tls: false,
         }
+    }
+
+    /// The same, for a connection that came over TLS.
+    pub(crate) fn over_tls(mut self) -> Self {
+        self.tls = true;
+        self
     }
 }
 
@@ -439,7 +448,8 @@ fn forwarding_headers(
     }
 
     if !(peer_trusted && hdrs.contains_key(&X_FORWARDED_PROTO)) {
-        hdrs.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        let proto = if conn.tls { "https" } else { "http" };
+        hdrs.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if !(peer_trusted && hdrs.contains_key(&X_FORWARDED_HOST)) {
         match host {

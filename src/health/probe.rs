@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 
 use super::{HealthChecker, HttpProbe, Probe};
+use crate::tls::upstream::UpstreamStream;
 use crate::upstream::{Endpoint, Service, UpstreamProtocol};
 
 /// Most body bytes read for `body_contains`.
@@ -79,13 +80,23 @@ async fn exchange(
     let stream = TcpStream::connect(endpoint.address)
         .await
         .map_err(|e| (format!("connect: {e}"), None))?;
+    let _ = stream.set_nodelay(true);
+    // A TLS service is probed as requests reach it: a certificate the
+    // gateway would refuse fails the probe (a TCP probe included).
+    let stream = match &endpoint.pool.config().tls {
+        None => UpstreamStream::Plain(stream),
+        Some(tls) => tls
+            .connect(stream, endpoint.address)
+            .await
+            .map_err(|e| (format!("TLS handshake: {e}"), None))?,
+    };
     let http = match &checker.probe {
         Probe::Tcp => return Ok(None),
         Probe::Http(http) => http,
     };
-    let _ = stream.set_nodelay(true);
+    let tls = matches!(stream, UpstreamStream::Tls(_));
     let io = TokioIo::new(stream);
-    let request = build_request(http, service.protocol, endpoint)?;
+    let request = build_request(http, service.protocol, endpoint, tls)?;
     let response = match service.protocol {
         UpstreamProtocol::Http1 => {
             let (mut tx, conn) = hyper::client::conn::http1::handshake(io)
@@ -133,6 +144,7 @@ fn build_request(
     http: &HttpProbe,
     protocol: UpstreamProtocol,
     endpoint: &Endpoint,
+    tls: bool,
 ) -> Result<http::Request<Empty<Bytes>>, Failure> {
     let host = http
         .host
@@ -150,7 +162,7 @@ fn build_request(
                 .unwrap_or_else(|_| endpoint.authority.clone());
             builder.version(http::Version::HTTP_2).uri(
                 http::Uri::builder()
-                    .scheme("http")
+                    .scheme(if tls { "https" } else { "http" })
                     .authority(authority)
                     .path_and_query(http.path.clone())
                     .build()

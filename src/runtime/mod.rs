@@ -130,9 +130,22 @@ impl BackendRuntime {
             }
             None => None,
         };
+        // Built before the listener serves: a listener with `[[server.tls]]`
+        // never answers in cleartext.
+        let tls = match &self.settings.tls {
+            Some(store) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+                store.server_config().map_err(io::Error::other)?,
+            ))),
+            None => None,
+        };
+        let cert_store = self.settings.tls.clone();
         let config_file = self.config_file.map(reload::ConfigFile::new);
         let task = tokio::spawn(serve(
-            Listeners { listener, admin },
+            Listeners {
+                listener,
+                tls,
+                admin,
+            },
             self.settings,
             self.snapshot,
             config_file,
@@ -143,6 +156,7 @@ impl BackendRuntime {
         Ok(RunningGateway {
             local_addr,
             admin_addr,
+            cert_store,
             relay,
             shutdown,
             task,
@@ -155,6 +169,7 @@ impl BackendRuntime {
 pub struct RunningGateway {
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    cert_store: Option<Arc<crate::tls::CertStore>>,
     relay: Option<Arc<crate::relay::Relay>>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
@@ -169,6 +184,13 @@ impl RunningGateway {
     /// The admin listener's bound address, when `[admin]` is configured.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// The listener's certificates, when `[[server.tls]]` is configured: a
+    /// config reload hands the new config's store to
+    /// [`crate::tls::CertStore::replace`].
+    pub fn cert_store(&self) -> Option<&Arc<crate::tls::CertStore>> {
+        self.cert_store.as_ref()
     }
 
     /// The STUN/TURN relay, when `[relay]` is configured.
@@ -252,6 +274,7 @@ fn http_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
 /// The bound sockets.
 struct Listeners {
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     admin: Option<TcpListener>,
 }
 
@@ -264,7 +287,11 @@ async fn serve(
     shutdown: CancellationToken,
     relay_stop: CancellationToken,
 ) {
-    let Listeners { listener, admin } = listeners;
+    let Listeners {
+        listener,
+        tls,
+        admin,
+    } = listeners;
     // However serve ends, the relay's sockets close with it.
     let _relay_stop = relay_stop.drop_guard();
     // Cancelled when the drain deadline passes: connections still open are cut.
@@ -276,6 +303,9 @@ async fn serve(
     tasks.sync(&snapshot);
     let (reload, reload_rx) =
         reload::ReloadHandle::new(config_file.as_ref().map(|f| f.path().to_owned()));
+    if let Some(store) = &settings.tls {
+        tokio::spawn(Arc::clone(store).watch(background.clone()));
+    }
     let shared = Arc::new(Shared {
         snapshot: arc_swap::ArcSwap::from_pointee(snapshot),
         tunnels: TaskTracker::new(),
@@ -305,6 +335,7 @@ async fn serve(
     let env = Arc::new(ConnEnv {
         shared: Arc::clone(&shared),
         builder: http_builder(&settings),
+        tls,
         settings: settings.clone(),
         shutdown: shutdown.clone(),
         hard_stop: hard_stop.clone(),
@@ -334,7 +365,20 @@ async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        connections.spawn(serve_connection(stream, peer, permit, Arc::clone(&env)));
+        // The handshake runs in the connection's task: a slow client never
+        // holds up the accept loop. Plain connections keep their own
+        // monomorphised path, with no TLS state in it.
+        if env.tls.is_some() {
+            connections.spawn(serve_tls(stream, peer, permit, Arc::clone(&env)));
+        } else {
+            connections.spawn(serve_connection(
+                stream,
+                peer,
+                permit,
+                Arc::clone(&env),
+                false,
+            ));
+        }
     }
 
     drop(listener);
@@ -395,23 +439,57 @@ fn spawn_sweeper(shared: Arc<Shared>, stop: CancellationToken) {
 struct ConnEnv {
     shared: Arc<Shared>,
     builder: auto::Builder<TokioExecutor>,
+    /// `[[server.tls]]`: every connection is a TLS handshake first.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     settings: ServerSettings,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
 }
 
-async fn serve_connection(
+/// The TLS handshake, bounded by the header-read timeout (a client that
+/// opens TCP and never finishes it is cut like a slowloris), then HTTP over
+/// the TLS stream.
+async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
     env: Arc<ConnEnv>,
 ) {
+    let Some(acceptor) = &env.tls else { return };
+    let handshake = tokio::time::timeout(env.settings.header_read_timeout, acceptor.accept(stream));
+    let tls = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = env.shutdown.cancelled() => return,
+    };
+    serve_connection(tls, peer, permit, env, true).await;
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    env: Arc<ConnEnv>,
+    tls: bool,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let ConnEnv {
         shared,
         builder,
         settings,
         shutdown,
         hard_stop,
+        ..
     } = &*env;
     let shared = Arc::clone(shared);
     // One Arc per connection: each request clones a single pointer. The
@@ -419,7 +497,11 @@ async fn serve_connection(
     // HTTP connection keeps counting against `max_connections`.
     let ctx = Arc::new(ConnCtx {
         shared,
-        info: ConnInfo::new(peer, permit),
+        info: if tls {
+            ConnInfo::new(peer, permit).over_tls()
+        } else {
+            ConnInfo::new(peer, permit)
+        },
         activity: Activity::new(),
     });
     let service = {

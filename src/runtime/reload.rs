@@ -243,6 +243,22 @@ async fn reload_once(
         }
     };
     attempt.restart_required = restart_required(&reloader.server, &cfg.server);
+    // The listener's certificates: swapped into the running store (the new
+    // config's parse has read and checked the files).
+    match (&reloader.server.tls, &cfg.server.tls) {
+        (Some(running), Some(new)) => {
+            running.replace(new);
+            if running.reload_interval() != new.reload_interval() {
+                attempt
+                    .restart_required
+                    .push("server.tls_reload_interval_seconds".to_owned());
+            }
+        }
+        (None, None) => {}
+        _ => attempt
+            .restart_required
+            .push("server.tls (TLS on or off)".to_owned()),
+    }
     attempt.warnings = cfg.warnings;
     let mut next = cfg.snapshot;
     carry_over(&running, &mut next, shared);

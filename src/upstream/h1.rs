@@ -19,12 +19,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use crate::tls::upstream::UpstreamStream;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::pool::{Pool, UpstreamError};
 use crate::body::RequestBody;
@@ -456,7 +456,7 @@ fn trailer_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, FramingErro
 
 /// An HTTP/1.1 connection to an upstream, idle in the pool or in use.
 pub(crate) struct Conn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: UpstreamStream,
     /// Read but not yet consumed; empty whenever the connection is idle.
     rbuf: BytesMut,
     /// The request head (and small body pieces with their framing).
@@ -464,7 +464,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(stream: TcpStream) -> Box<Self> {
+    pub(crate) fn new(stream: UpstreamStream) -> Box<Self> {
         Box::new(Conn {
             stream,
             rbuf: BytesMut::new(),
@@ -479,7 +479,10 @@ impl Conn {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut byte = [0u8; 1];
         let mut rb = ReadBuf::new(&mut byte);
-        matches!(self.stream.poll_peek(&mut cx, &mut rb), Poll::Pending)
+        // Over TLS the peek sees records, not plaintext: anything readable
+        // while idle (a close_notify, stray data) makes the connection unusable
+        // just the same.
+        matches!(self.stream.tcp().poll_peek(&mut cx, &mut rb), Poll::Pending)
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {

@@ -686,6 +686,11 @@ impl Service {
         self
     }
 
+    /// How this service's endpoints are pooled (and spoken to: TLS).
+    pub fn pool_config(&self) -> &PoolConfig {
+        &self.pool_config
+    }
+
     /// The same service, new endpoints (from discovery) pooled with `config`.
     pub fn with_pool_config(mut self, config: PoolConfig) -> Self {
         self.pool_config = config;

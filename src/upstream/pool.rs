@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 
 use super::h1;
 use crate::body::{BodyError, RequestBody};
+use crate::tls::upstream::UpstreamStream;
 
 /// The HTTP version spoken to an upstream service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,8 @@ pub struct PoolConfig {
     pub max_idle: usize,
     /// Idle connections older than this are closed instead of reused.
     pub idle_timeout: Duration,
+    /// TLS to the endpoint (`[services.tls]`); `None`: cleartext.
+    pub tls: Option<Arc<crate::tls::upstream::UpstreamTls>>,
 }
 
 impl PoolConfig {
@@ -50,6 +53,7 @@ impl PoolConfig {
             connect_timeout: Duration::from_secs(2),
             max_idle: 64,
             idle_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -173,7 +177,10 @@ impl Pool {
         None
     }
 
-    async fn connect_tcp(&self) -> std::io::Result<TcpStream> {
+    /// A new connection: TCP, then TLS when the service has it (each step
+    /// under `connect_timeout`). A failed handshake is a connect failure:
+    /// nothing of the request was sent.
+    async fn connect(&self) -> std::io::Result<UpstreamStream> {
         let stream =
             tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(self.addr))
                 .await
@@ -181,12 +188,22 @@ impl Pool {
                     std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
                 })??;
         stream.set_nodelay(true)?;
-        Ok(stream)
+        match &self.config.tls {
+            None => Ok(UpstreamStream::Plain(stream)),
+            Some(tls) => {
+                tokio::time::timeout(self.config.connect_timeout, tls.connect(stream, self.addr))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+                    })?
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("TLS handshake: {e}")))
+            }
+        }
     }
 
     async fn hyper_h1(
         &self,
-        stream: TcpStream,
+        stream: UpstreamStream,
     ) -> std::io::Result<http1::SendRequest<RequestBody>> {
         let (tx, conn) = http1::Builder::new()
             .writev(false)
@@ -207,7 +224,7 @@ impl Pool {
         {
             return Ok(tx.clone());
         }
-        let io = TokioIo::new(self.connect_tcp().await?);
+        let io = TokioIo::new(self.connect().await?);
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(io)
@@ -278,7 +295,7 @@ impl Pool {
                 }
                 // Boxed: the connect path is rare and its future is large;
                 // inline it would bloat (and memcpy) every request's future.
-                None => match Box::pin(self.connect_tcp()).await {
+                None => match Box::pin(self.connect()).await {
                     Ok(s) => (h1::Conn::new(s), false),
                     Err(error) => {
                         return Err(SendError::Connect {
@@ -329,7 +346,7 @@ impl Pool {
                     std::io::ErrorKind::ConnectionAborted,
                     "upstream closed new connections before the request was written",
                 )),
-                None => self.connect_tcp().await,
+                None => self.connect().await,
             };
             let tx = match stream {
                 Ok(s) => self.hyper_h1(s).await,

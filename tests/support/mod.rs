@@ -8,6 +8,7 @@ pub mod jwt;
 pub mod mmdb;
 pub mod redis;
 pub mod tcp_proxy;
+pub mod tls;
 pub mod turn_client;
 pub mod turn_tools;
 pub mod upstream;

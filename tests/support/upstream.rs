@@ -61,6 +61,8 @@ struct State {
     delay_ms: AtomicU64,
     /// `/health` waits this long first (a far or slow endpoint as the probes see it).
     health_delay_ms: AtomicU64,
+    /// TLS handshakes that failed (TLS upstreams only).
+    tls_failures: AtomicUsize,
 }
 
 impl Default for State {
@@ -75,6 +77,7 @@ impl Default for State {
             force_status: AtomicU16::new(0),
             delay_ms: AtomicU64::new(0),
             health_delay_ms: AtomicU64::new(0),
+            tls_failures: AtomicUsize::new(0),
         }
     }
 }
@@ -95,7 +98,38 @@ impl Upstream {
 
     pub async fn start_with(name: &'static str, proto: Proto) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::serve(listener, name, proto)
+        Self::serve(listener, name, proto, None)
+    }
+
+    /// An upstream speaking TLS with `config` (its ALPN list decides h2 or
+    /// HTTP/1.1; a client verifier in it makes it an mTLS upstream).
+    pub async fn start_tls(name: &'static str, config: rustls::ServerConfig) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        Self::serve(listener, name, Proto::Auto, Some(acceptor))
+    }
+
+    /// TLS handshakes that failed (a refused client certificate, an
+    /// unknown CA on the client's side).
+    pub fn tls_failures(&self) -> usize {
+        self.state.tls_failures.load(Ordering::SeqCst)
+    }
+
+    /// Wait (with a deadline) until at least `n` TLS handshakes failed: with
+    /// TLS 1.3 the client side finishes first, so the upstream's verdict on
+    /// a client certificate can come after the gateway has answered.
+    pub async fn wait_for_tls_failures(&self, n: usize) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let notified = self.state.arrived.notified();
+                if self.tls_failures() >= n {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{} TLS failures, wanted {n}", self.tls_failures()));
     }
 
     /// A fresh upstream on the address of a stopped one (same name, new counters).
@@ -103,7 +137,7 @@ impl Upstream {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             match TcpListener::bind(self.addr).await {
-                Ok(l) => return Self::serve(l, self.name, Proto::Auto),
+                Ok(l) => return Self::serve(l, self.name, Proto::Auto, None),
                 // The old accept loop may not have dropped its socket yet.
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     let _ = e;
@@ -161,7 +195,12 @@ impl Upstream {
         self.state.delay_ms.store(ms, Ordering::SeqCst);
     }
 
-    fn serve(listener: TcpListener, name: &'static str, proto: Proto) -> Upstream {
+    fn serve(
+        listener: TcpListener,
+        name: &'static str,
+        proto: Proto,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Upstream {
         let up = Upstream {
             addr: listener.local_addr().unwrap(),
             name,
@@ -176,6 +215,7 @@ impl Upstream {
                     _ = server.stop.cancelled() => return,
                 };
                 let server = server.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = {
                         let server = server.clone();
@@ -190,10 +230,29 @@ impl Upstream {
                             b.http2_only()
                         }
                     };
-                    let conn = b.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = server.stop.cancelled() => {}
+                    match tls {
+                        None => {
+                            let conn = b.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = server.stop.cancelled() => {}
+                            }
+                        }
+                        Some(acceptor) => {
+                            let stream = match acceptor.accept(stream).await {
+                                Ok(s) => s,
+                                Err(_) => {
+                                    server.state.tls_failures.fetch_add(1, Ordering::SeqCst);
+                                    server.state.arrived.notify_waiters();
+                                    return;
+                                }
+                            };
+                            let conn = b.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = server.stop.cancelled() => {}
+                            }
+                        }
                     }
                 });
             }

@@ -965,7 +965,7 @@ async fn a_reload_keeps_the_fetched_jwks_of_an_unchanged_url() {
     std::fs::write(&path, text(extra)).unwrap();
     let r = http1(
         gw.admin_addr().unwrap(),
-        req("POST", "/admin/reload", &[], ""),
+        admin_req("POST", "/admin/reload", &[]),
     )
     .await;
     assert_eq!(

@@ -155,7 +155,9 @@ async fn demo_proxies_real_requests() {
     // healthy after their first probe.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let v = http1(admin_addr, get("/admin/upstreams")).await.json();
+        let v = http1(admin_addr, admin_req("GET", "/admin/upstreams", &[]))
+            .await
+            .json();
         let world = v["services"]
             .as_array()
             .unwrap()

@@ -688,7 +688,7 @@ async fn revoking_a_user_tears_down_their_allocations_and_refuses_them() {
     let admin_addr = r.gw.admin_addr().unwrap();
     let revoke = http1(
         admin_addr,
-        req("POST", "/admin/relay/revoke?user=alice", &[], ""),
+        admin_req("POST", "/admin/relay/revoke?user=alice", &[]),
     )
     .await;
     assert_eq!(revoke.status, 200);
@@ -708,7 +708,7 @@ async fn revoking_a_user_tears_down_their_allocations_and_refuses_them() {
     // Lifted: alice may allocate again.
     let lift = http1(
         admin_addr,
-        req("DELETE", "/admin/relay/revoke?user=alice", &[], ""),
+        admin_req("DELETE", "/admin/relay/revoke?user=alice", &[]),
     )
     .await;
     assert_eq!(lift.json(), json!({"user": "alice", "was_revoked": true}));
@@ -717,7 +717,7 @@ async fn revoking_a_user_tears_down_their_allocations_and_refuses_them() {
     // While revoked, the gateway issues no credentials for the user.
     http1(
         admin_addr,
-        req("POST", "/admin/relay/revoke?user=player-5", &[], ""),
+        admin_req("POST", "/admin/relay/revoke?user=player-5", &[]),
     )
     .await;
     let t = format!("Bearer {}", token("player-5"));
@@ -732,7 +732,7 @@ async fn revoking_a_user_tears_down_their_allocations_and_refuses_them() {
     )
     .await;
     assert_eq!(creds.status, 403);
-    let bad = http1(admin_addr, req("POST", "/admin/relay/revoke", &[], "")).await;
+    let bad = http1(admin_addr, admin_req("POST", "/admin/relay/revoke", &[])).await;
     assert_eq!(bad.status, 400);
     assert_eq!(admin(&r.gw, "/admin/relay/revoke").await.status, 405);
 }

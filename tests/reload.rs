@@ -10,7 +10,7 @@ use std::time::Duration;
 use aether_gateway::{BackendRuntime, RunningGateway};
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
-use support::{Upstream, get, http1, req};
+use support::{Upstream, admin_req, get, http1, req};
 use tokio_tungstenite::tungstenite::Message;
 
 /// A gateway running `text` from a file in `dir`, with reloads from it.
@@ -77,7 +77,7 @@ async fn assets_route_appears(addr: SocketAddr, why: impl Fn() -> String) {
 async fn post_reload(gw: &RunningGateway) -> support::Resp {
     http1(
         gw.admin_addr().unwrap(),
-        req("POST", "/admin/reload", &[], ""),
+        admin_req("POST", "/admin/reload", &[]),
     )
     .await
 }
@@ -363,7 +363,7 @@ async fn the_admin_token_guards_everything_but_the_probes() {
         .await;
         assert_eq!(right.status, StatusCode::OK, "{path}");
     }
-    let r = http1(admin, req("POST", "/admin/reload", &[], "")).await;
+    let r = http1(admin, admin_req("POST", "/admin/reload", &[])).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     for path in ["/healthz", "/readyz"] {
         assert_eq!(
@@ -528,4 +528,52 @@ async fn a_reload_swaps_the_relays_secrets_and_static_users() {
     let mut c = TurnClient::udp(relay, Creds::new(&user, &new_rest)).await;
     assert!(c.allocate().await.success);
     assert_eq!(gw.relay().unwrap().udp_addr(), relay);
+}
+
+/// Without a token, a loopback admin API refuses what a web page could
+/// send it: an `Origin` (cross-site request forgery) or a `Host` that is a
+/// name (DNS rebinding).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_api_without_a_token_refuses_web_pages() {
+    let up = Upstream::start("world-1").await;
+    let gw = support::gateway(&base(up.addr, "", "")).await;
+    let admin = gw.admin_addr().unwrap();
+    let call = |method: &'static str,
+                path: &'static str,
+                headers: Vec<(&'static str, &'static str)>| async move {
+        http1(admin, req(method, path, &headers, "")).await
+    };
+    let r = call(
+        "POST",
+        "/admin/reload",
+        vec![("host", "127.0.0.1"), ("origin", "https://evil.example")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", body_of(&r));
+    assert!(r.json()["error"].as_str().unwrap().contains("Origin"));
+    let r = call(
+        "GET",
+        "/admin/config",
+        vec![("host", "rebind.evil.example:9901")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", body_of(&r));
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("DNS rebinding")
+    );
+    for host in [
+        "127.0.0.1:9901",
+        "localhost:9901",
+        "[::1]:9901",
+        "LOCALHOST",
+    ] {
+        let r = call("GET", "/admin/config", vec![("host", host)]).await;
+        assert_eq!(r.status, StatusCode::OK, "{host}");
+    }
+    // Probes are answered whatever the Host.
+    let r = call("GET", "/healthz", vec![("host", "rebind.evil.example")]).await;
+    assert_eq!(r.status, StatusCode::OK);
 }

@@ -672,7 +672,7 @@ async fn a_reloaded_config_replaces_the_certificates() {
     .unwrap();
     let r = support::http1(
         gw.admin_addr().unwrap(),
-        support::req("POST", "/admin/reload", &[], ""),
+        support::admin_req("POST", "/admin/reload", &[]),
     )
     .await;
     assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));

@@ -14,7 +14,8 @@ use aether_gateway::clock::ManualClock;
 use http::StatusCode;
 use support::dns::{self, DnsServer, srv};
 use support::{
-    Upstream, admin, endpoint_of, gateway, gateway_with_clock, get, http1, req, wait_upstreams,
+    Upstream, admin, admin_req, endpoint_of, gateway, gateway_with_clock, get, http1, req,
+    wait_upstreams,
 };
 
 const ROUTE: &str = r#"
@@ -629,7 +630,7 @@ async fn the_admin_api_answers_json_and_refuses_what_it_does_not_serve() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.json()["error"], "not found");
     let admin_addr = gw.admin_addr().unwrap();
-    let r = http1(admin_addr, req("POST", "/admin/upstreams", &[], "")).await;
+    let r = http1(admin_addr, admin_req("POST", "/admin/upstreams", &[])).await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
     // Client routes are not on the admin port, and admin paths not on the client port.

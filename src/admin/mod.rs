@@ -49,6 +49,9 @@ pub(crate) async fn serve(
     snapshot: SnapshotSource,
     stop: CancellationToken,
 ) {
+    // The Host guard is for a loopback listener (what a DNS-rebinding page
+    // reaches); one bound elsewhere is reached by names of its own.
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -66,7 +69,7 @@ pub(crate) async fn serve(
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let snapshot = Arc::clone(&snapshot);
-                async move { Ok::<_, Infallible>(handle(&snapshot, req).await) }
+                async move { Ok::<_, Infallible>(handle(&snapshot, req, loopback).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -99,7 +102,10 @@ impl AdminToken {
     /// True when `headers` carry `Authorization: Bearer <this token>`
     /// (compared in constant time).
     fn admits(&self, headers: &http::HeaderMap) -> bool {
-        let Some(v) = headers.get(header::AUTHORIZATION) else {
+        let mut all = headers.get_all(header::AUTHORIZATION).iter();
+        let (Some(v), None) = (all.next(), all.next()) else {
+            // None, or several: which one a proxy in front would have
+            // checked is anyone's guess.
             return false;
         };
         let v = v.as_bytes();
@@ -110,7 +116,14 @@ impl AdminToken {
         else {
             return false;
         };
-        aws_lc_rs::constant_time::verify_slices_are_equal(given, self.0.as_bytes()).is_ok()
+        // Digests, so the comparison takes the same time whatever the
+        // lengths (a length mismatch would return at once).
+        let digest = |b: &[u8]| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b);
+        aws_lc_rs::constant_time::verify_slices_are_equal(
+            digest(given).as_ref(),
+            digest(self.0.as_bytes()).as_ref(),
+        )
+        .is_ok()
     }
 }
 
@@ -120,7 +133,11 @@ impl std::fmt::Debug for AdminToken {
     }
 }
 
-async fn handle(snapshot: &SnapshotSource, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    snapshot: &SnapshotSource,
+    req: Request<Incoming>,
+    loopback: bool,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let (allow, open) = match path {
         "/healthz" | "/readyz" => ("GET, HEAD", true),
@@ -136,8 +153,18 @@ async fn handle(snapshot: &SnapshotSource, req: Request<Incoming>) -> Response<F
             );
         }
     };
+    let token = snapshot.snapshot.load().admin_token.clone();
     if !open
-        && let Some(token) = &snapshot.snapshot.load().admin_token
+        && token.is_none()
+        && let Some(why) = foreign(req.headers(), loopback)
+    {
+        // Without a token, what stands between a browser on the operator's
+        // machine and this API is that browsers send Origin on cross-site
+        // requests and a DNS-rebinding page's Host is its own name.
+        return json(StatusCode::FORBIDDEN, &serde_json::json!({"error": why}));
+    }
+    if !open
+        && let Some(token) = &token
         && !token.admits(req.headers())
     {
         let mut r = json(
@@ -187,6 +214,36 @@ async fn handle(snapshot: &SnapshotSource, req: Request<Incoming>) -> Response<F
         }
     }
 }
+
+/// Why a request to an admin API without a token looks like it comes from
+/// a web page: an `Origin` header, or a `Host` that is a name other than
+/// `localhost` (IP literals are what tools use to reach a loopback port).
+fn foreign(headers: &http::HeaderMap, loopback: bool) -> Option<&'static str> {
+    if headers.contains_key(header::ORIGIN) {
+        return Some(
+            "requests with an Origin header (from a web page) are refused by an admin API without a token",
+        );
+    }
+    if !loopback {
+        return None;
+    }
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split(']')
+                .next()?
+                .parse::<std::net::Ipv6Addr>()
+                .is_err()
+                .then_some(BAD_HOST);
+        }
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    let ok = name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok();
+    (!ok).then_some(BAD_HOST)
+}
+
+const BAD_HOST: &str = "the Host header must be an IP address or localhost on an admin API without a token (DNS rebinding guard)";
 
 /// Ready: a config is loaded and some upstream endpoint can take requests.
 fn readiness(shared: &SnapshotSource) -> Response<Full<Bytes>> {
@@ -268,17 +325,60 @@ fn redact(v: &mut serde_json::Value) {
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
         serde_json::Value::String(s) => {
-            // scheme://user:password@host → scheme://user:<redacted>@host
-            if let Some((scheme, rest)) = s.split_once("://")
-                && let Some((userinfo, host)) = rest.split_once('@')
-                && !userinfo.contains('/')
-            {
-                let user = userinfo.split(':').next().unwrap_or_default();
-                *s = format!("{scheme}://{user}:<redacted>@{host}");
+            if let Some(r) = redact_url(s) {
+                *s = r;
             }
         }
         _ => {}
     }
+}
+
+/// A URL's secrets out: `scheme://user:<redacted>@host…` (the userinfo ends
+/// at the last `@` before the path), and the values of query parameters
+/// that name a secret. `None` when there is nothing to hide.
+pub(crate) fn redact_url(s: &str) -> Option<String> {
+    let (scheme, rest) = s.split_once("://")?;
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let mut changed = false;
+    let authority = match authority.rfind('@') {
+        Some(at) => {
+            changed = true;
+            let user = authority[..at].split(':').next().unwrap_or_default();
+            format!("{user}:<redacted>@{}", &authority[at + 1..])
+        }
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = match query.split_once('#') {
+                Some((q, f)) => (q, Some(f)),
+                None => (query, None),
+            };
+            let params: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _))
+                        if ["pass", "secret", "token", "key", "auth", "credential"]
+                            .iter()
+                            .any(|w| k.to_ascii_lowercase().contains(w)) =>
+                    {
+                        changed = true;
+                        format!("{k}=<redacted>")
+                    }
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            let mut t = format!("{path}?{}", params.join("&"));
+            if let Some(f) = fragment {
+                t.push('#');
+                t.push_str(f);
+            }
+            t
+        }
+        None => tail.to_owned(),
+    };
+    changed.then(|| format!("{scheme}://{authority}{tail}"))
 }
 
 fn revoke(snapshot: &SnapshotSource, req: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -401,6 +501,15 @@ mod tests {
         );
         // An @ in the path is not userinfo.
         assert_eq!(v["rate_limit"]["other"], "http://host/a@b");
+        assert_eq!(
+            redact_url("redis://gw:hun@ter2@cache:6379/0").as_deref(),
+            Some("redis://gw:<redacted>@cache:6379/0")
+        );
+        assert_eq!(
+            redact_url("redis+unix:///run/redis.sock?db=0&pass=hunter2").as_deref(),
+            Some("redis+unix:///run/redis.sock?db=0&pass=<redacted>")
+        );
+        assert_eq!(redact_url("https://idp.example/jwks.json?v=2"), None);
         assert_eq!(v["admin"]["token_env"], "AETHER_ADMIN_TOKEN");
         assert_eq!(v["admin"]["token"], "<redacted>");
     }
@@ -420,6 +529,9 @@ mod tests {
         assert!(!t.admits(&with("Basic 0123456789abcdef")));
         assert!(!t.admits(&with("0123456789abcdef")));
         assert!(!t.admits(&http::HeaderMap::new()));
+        let mut two = with("Bearer 0123456789abcdef");
+        two.append(header::AUTHORIZATION, "Bearer wrong".parse().unwrap());
+        assert!(!t.admits(&two), "several Authorization headers are refused");
         assert_eq!(format!("{t:?}"), "AdminToken(<redacted>)");
     }
 }

@@ -65,6 +65,8 @@ type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Byt
 /// A JWKS URL and the state of its fetches.
 pub struct RemoteJwks {
     config: RemoteConfig,
+    /// The URL as logged: a password in it redacted.
+    shown_url: String,
     statics: KeySet,
     algorithms: Vec<Algorithm>,
     keys: SharedKeys,
@@ -81,7 +83,7 @@ pub struct RemoteJwks {
 impl std::fmt::Debug for RemoteJwks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteJwks")
-            .field("url", &self.config.url)
+            .field("url", &self.shown_url)
             .finish_non_exhaustive()
     }
 }
@@ -99,7 +101,9 @@ impl RemoteJwks {
             .https_or_http()
             .enable_http1()
             .build();
+        let url = config.url.to_string();
         RemoteJwks {
+            shown_url: crate::admin::redact_url(&url).unwrap_or(url),
             config,
             statics,
             algorithms,
@@ -120,6 +124,12 @@ impl RemoteJwks {
         if self.config.url != old.config.url {
             return;
         }
+        // The schedule first, even without a document: a failing IdP is
+        // not asked again at every reload.
+        if let (Ok(mut mine), Ok(theirs)) = (self.last_fetch.try_lock(), old.last_fetch.try_lock())
+        {
+            *mine = *theirs;
+        }
         let doc = old
             .last_document
             .lock()
@@ -127,12 +137,10 @@ impl RemoteJwks {
             .clone();
         let Some(doc) = doc else { return };
         if let Err(e) = self.install(doc) {
-            tracing::warn!(url = %self.config.url, error = %e, "the running JWKS document does not fit the new config: fetching anew");
-            return;
-        }
-        if let (Ok(mut mine), Ok(theirs)) = (self.last_fetch.try_lock(), old.last_fetch.try_lock())
-        {
-            *mine = *theirs;
+            tracing::warn!(error = %e, "the running JWKS document does not fit the new config: fetching anew");
+            if let Ok(mut mine) = self.last_fetch.try_lock() {
+                *mine = None;
+            }
         }
     }
 
@@ -189,9 +197,9 @@ impl RemoteJwks {
                             .unwrap_or_else(|p| p.into_inner())
                             .is_some()
                         {
-                            tracing::warn!(url = %self.config.url, error = %e, retry_in = ?backoff, "JWKS fetch failed; keeping the last good key set");
+                            tracing::warn!(url = %self.shown_url, error = %e, retry_in = ?backoff, "JWKS fetch failed; keeping the last good key set");
                         } else {
-                            tracing::warn!(url = %self.config.url, error = %e, retry_in = ?backoff, "JWKS fetch failed; no key set yet: protected routes answer 503");
+                            tracing::warn!(url = %self.shown_url, error = %e, retry_in = ?backoff, "JWKS fetch failed; no key set yet: protected routes answer 503");
                         }
                         let wait = backoff;
                         backoff =
@@ -217,7 +225,7 @@ impl RemoteJwks {
         }
         *last = Some(Instant::now());
         if let Err(e) = self.fetch().await {
-            tracing::warn!(url = %self.config.url, error = %e, "JWKS refetch for an unknown kid failed");
+            tracing::warn!(url = %self.shown_url, error = %e, "JWKS refetch for an unknown kid failed");
         }
         true
     }
@@ -262,7 +270,7 @@ impl RemoteJwks {
         let parsed = parse_jwks(&doc, &self.algorithms, false)
             .map_err(|e| FetchError::Document(e.to_string()))?;
         for s in &parsed.skipped {
-            tracing::warn!(url = %self.config.url, "JWKS {s}: skipped");
+            tracing::warn!(url = %self.shown_url, "JWKS {s}: skipped");
         }
         if parsed.keys.is_empty() {
             return Err(FetchError::Document("no usable key in the document".into()));
@@ -271,7 +279,7 @@ impl RemoteJwks {
         for k in parsed.keys {
             set.push(k);
         }
-        tracing::info!(url = %self.config.url, keys = set.len(), "JWKS key set installed");
+        tracing::info!(url = %self.shown_url, keys = set.len(), "JWKS key set installed");
         self.keys.store(Arc::new(set));
         self.generation.fetch_add(1, Ordering::Relaxed);
         *last = Some(doc);

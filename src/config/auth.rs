@@ -158,8 +158,10 @@ pub(super) fn build(
                             .parse::<std::net::IpAddr>()
                             .is_ok_and(|ip| ip.is_loopback());
                     if !loopback {
+                        let shown = uri.to_string();
+                        let shown = crate::admin::redact_url(&shown).unwrap_or(shown);
                         warnings.push(format!(
-                            "auth.jwks_url {uri} is plain http: whoever sits on the path can hand the gateway their own keys; use https"
+                            "auth.jwks_url {shown} is plain http: whoever sits on the path can hand the gateway their own keys; use https"
                         ));
                     }
                 }

@@ -232,9 +232,11 @@ fn toml_error(cx: &Ctx<'_>, e: toml::de::Error, field: String) -> ConfigError {
     }
 }
 
-/// serde speaks Rust; operators read TOML.
+/// serde speaks Rust; operators read TOML. The offending value is left
+/// out of the message: it may be a secret typed into the wrong place (the
+/// line and field say where it is).
 fn friendly(message: &str) -> String {
-    let mut m = message.to_owned();
+    let mut m = without_values(message);
     for (rust, toml) in [
         ("expected usize", "expected a non-negative integer"),
         ("expected u64", "expected a non-negative integer"),
@@ -245,6 +247,30 @@ fn friendly(message: &str) -> String {
         m = m.replace(rust, toml);
     }
     m
+}
+
+/// `invalid type: integer `123`, expected …` → `invalid type: integer, expected …`.
+fn without_values(message: &str) -> String {
+    if !(message.starts_with("invalid type") || message.starts_with("invalid value")) {
+        return message.to_owned();
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find('`') {
+        let Some(close) = rest[open + 1..].find('`') else {
+            break;
+        };
+        out.push_str(rest[..open].trim_end());
+        rest = &rest[open + close + 2..];
+    }
+    out.push_str(rest);
+    // `string "abc"` values are quoted, not backticked.
+    if let Some(at) = out.find(": string \"")
+        && let Some(end) = out[at + 10..].find('"')
+    {
+        out.replace_range(at + 8..at + 10 + end + 1, "");
+    }
+    out
 }
 
 fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
@@ -1110,5 +1136,28 @@ service = "world-service"
             assert_eq!((e.line, e.field.as_str()), (11, field), "{e}");
             assert!(e.message.contains(msg), "{e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+
+    #[test]
+    fn values_are_left_out_of_type_errors() {
+        let e = parse("[admin]\nlisten = 98765432109876\n", Path::new("g.toml")).unwrap_err();
+        assert!(!e.to_string().contains("98765432109876"), "{e}");
+        assert!(e.message.contains("invalid type: integer, expected"), "{e}");
+        let e = parse(
+            "[server]\nmax_connections = \"hunter2\"\n",
+            Path::new("g.toml"),
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(
+            e.message.starts_with("invalid type: string, expected"),
+            "{e}"
+        );
+        assert_eq!((e.line, e.field.as_str()), (2, "server.max_connections"));
     }
 }

@@ -98,7 +98,15 @@ impl Resp {
 /// GET `path` on the gateway's admin listener.
 pub async fn admin(gw: &RunningGateway, path: &str) -> Resp {
     let addr = gw.admin_addr().expect("the config has an [admin] section");
-    http1(addr, get(path)).await
+    http1(addr, admin_req("GET", path, &[])).await
+}
+
+/// A request to the admin API as curl sends it to a loopback port (Host an
+/// IP address: an admin API without a token refuses other names).
+pub fn admin_req(method: &str, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut h = vec![("host", "127.0.0.1")];
+    h.extend_from_slice(headers);
+    req(method, path, &h, "")
 }
 
 /// `/admin/upstreams`' entry for the endpoint `addr` of `service`.

@@ -46,6 +46,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A `systemctl reload` (SIGHUP) that arrives while the config is read or
+    // the listeners are bound must not end the process, which is SIGHUP's
+    // default action: ignored until the reload task installs its handler.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_IGN runs no code of ours
+    // in a signal context; this is the first thing the process does.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     init_logging();
     match (cli.command, cli.config) {

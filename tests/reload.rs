@@ -577,3 +577,77 @@ async fn an_admin_api_without_a_token_refuses_web_pages() {
     let r = call("GET", "/healthz", vec![("host", "rebind.evil.example")]).await;
     assert_eq!(r.status, StatusCode::OK);
 }
+
+/// A reload is refused when the file is empty, has lost its routes (a
+/// write in progress) or would open a token-guarded admin API; a token in a
+/// `token_file` is rotated by a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_files_and_dropped_tokens_are_refused_and_token_files_rotate() {
+    let up = Upstream::start("world-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "first-token-0123456789\n").unwrap();
+    let guarded = |text: String| {
+        text.replacen(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n",
+            "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n",
+            1,
+        )
+    };
+    let good = guarded(base(up.addr, "reload_on_change = false", ""));
+    let (gw, path) = from_file(dir.path(), &good).await;
+    let admin = gw.admin_addr().unwrap();
+    let reload = |bearer: &'static str| async move {
+        let auth = format!("Bearer {bearer}");
+        http1(
+            admin,
+            admin_req("POST", "/admin/reload", &[("authorization", &auth)]),
+        )
+        .await
+    };
+    for (text, why) in [
+        (String::new(), "the file is empty"),
+        ("# nothing yet\n".to_owned(), "the file is empty"),
+        (
+            guarded(
+                "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+                    .to_owned(),
+            ),
+            "no [[routes]]",
+        ),
+        (
+            base(up.addr, "reload_on_change = false", ""),
+            "never opens a running admin API",
+        ),
+    ] {
+        std::fs::write(&path, &text).unwrap();
+        let r = reload("first-token-0123456789").await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{text:?}: {}",
+            body_of(&r)
+        );
+        let error = r.json()["error"].as_str().unwrap().to_owned();
+        assert!(error.contains(why), "{text:?}: {error}");
+        assert_eq!(
+            http1(gw.local_addr(), get("/api/v1/worlds/1")).await.status,
+            StatusCode::OK
+        );
+    }
+    // Rotation: the file's new token is the one from now on.
+    std::fs::write(&path, &good).unwrap();
+    std::fs::write(&token, "second-token-0123456789\n").unwrap();
+    assert_eq!(
+        reload("first-token-0123456789").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        reload("first-token-0123456789").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        reload("second-token-0123456789").await.status,
+        StatusCode::OK
+    );
+}

@@ -178,6 +178,9 @@ pub struct AdminFile {
     /// Environment variable holding a bearer token the admin API then
     /// requires (all but `/healthz` and `/readyz`).
     pub token_env: Option<Spanned<String>>,
+    /// A file holding that token instead (read again at each reload, so
+    /// the token can be rotated without a restart).
+    pub token_file: Option<Spanned<String>>,
 }
 
 /// `[relay]`: the STUN/TURN voice relay (see `docs/configuration.md#relay`).

@@ -546,10 +546,35 @@ pub(super) fn admin_token(
     warnings: &mut Vec<String>,
 ) -> Result<Option<crate::admin::AdminToken>, ConfigError> {
     let a = admin.get_ref();
+    if let (Some(_), Some(f)) = (&a.token_env, &a.token_file) {
+        return Err(cx.spanned(
+            f,
+            "admin.token_file",
+            "give token_env or token_file, not both",
+        ));
+    }
+    if let Some(f) = &a.token_file {
+        let path = super::auth::resolve(cx, f.get_ref());
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            cx.spanned(
+                f,
+                "admin.token_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        return checked_token(
+            cx,
+            f,
+            "admin.token_file",
+            &path.display().to_string(),
+            text.trim(),
+        )
+        .map(Some);
+    }
     let Some(env) = &a.token_env else {
         if a.allow_remote {
             warnings.push(
-                "admin: allow_remote without token_env: anyone who reaches the admin port can reload the config and revoke users".to_owned(),
+                "admin: allow_remote without token_env or token_file: anyone who reaches the admin port can reload the config and revoke users".to_owned(),
             );
         }
         return Ok(None);
@@ -564,19 +589,27 @@ pub(super) fn admin_token(
             ),
         )
     })?;
-    let token = token.trim();
-    if token.len() < 16 {
+    checked_token(cx, env, "admin.token_env", env.get_ref(), token.trim()).map(Some)
+}
+
+fn checked_token(
+    cx: &Ctx<'_>,
+    at: &Spanned<String>,
+    field: &str,
+    source: &str,
+    token: &str,
+) -> Result<crate::admin::AdminToken, ConfigError> {
+    if token.len() < 16 || token.bytes().any(|b| !b.is_ascii_graphic()) {
         return Err(cx.spanned(
-            env,
-            "admin.token_env",
+            at,
+            field,
             format!(
-                "the token in {} is {} characters: use at least 16 (e.g. `openssl rand -hex 32`)",
-                env.get_ref(),
+                "the token in {source} is {} characters: use at least 16 printable ones, no spaces (e.g. `openssl rand -hex 32`)",
                 token.len()
             ),
         ));
     }
-    Ok(Some(crate::admin::AdminToken::new(token)))
+    Ok(crate::admin::AdminToken::new(token))
 }
 
 #[cfg(test)]

@@ -214,6 +214,17 @@ pub fn parse_reusing(
     // Parsed once more as plain values: the fingerprints of reusable parts
     // must not depend on spans (a section moved down a line is unchanged).
     cx.values = toml::from_str(text).map_err(|e| toml_error(&cx, e, String::new()))?;
+    if cx.values.is_empty() {
+        // Nothing but comments or blanks: never what was meant (a file
+        // truncated by a write in progress looks like this).
+        return Err(ConfigError {
+            file: file.to_owned(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: "the file is empty: there is nothing to run (an empty [server] table runs the defaults)".to_owned(),
+        });
+    }
     let mut cfg = build(&cx, raw)?;
     cfg.snapshot.components = cx.next.into_inner();
     cfg.snapshot.source = Arc::new(cx.values);

@@ -234,7 +234,7 @@ async fn reload_once(
     })
     .await
     .unwrap_or_else(|e| Err(format!("the config build panicked: {e}")));
-    let cfg = match parsed {
+    let cfg = match parsed.and_then(|cfg| refuse_shrinking(&running, cfg)) {
         Ok(cfg) => cfg,
         Err(e) => {
             tracing::error!(trigger, error = %e, "config reload refused: the running config stays");
@@ -293,6 +293,29 @@ async fn reload_once(
         "config reloaded"
     );
     attempt
+}
+
+/// What no reload may do, though a fresh start may: leave the gateway with
+/// no routes (a file truncated by an in-place write parses; a gateway
+/// that answers 404 to everything is an outage), or take the token off an
+/// admin API that stays bound.
+fn refuse_shrinking(
+    running: &Snapshot,
+    cfg: crate::config::GatewayConfig,
+) -> Result<crate::config::GatewayConfig, String> {
+    if !running.router.routes().is_empty() && cfg.snapshot.router.routes().is_empty() {
+        return Err(
+            "the new file has no [[routes]] (truncated?): a reload never leaves the gateway without routes; restart it to run without any"
+                .to_owned(),
+        );
+    }
+    if running.admin_token.is_some() && cfg.snapshot.admin_token.is_none() {
+        return Err(
+            "admin: the new file has no token_env / token_file: a reload never opens a running admin API; restart it to run without a token"
+                .to_owned(),
+        );
+    }
+    Ok(cfg)
 }
 
 /// What a new snapshot takes from the running gateway besides its reused

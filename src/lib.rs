@@ -39,6 +39,7 @@ pub mod dispatch;
 pub mod error;
 pub mod geo;
 pub mod health;
+pub mod metrics;
 pub mod ratelimit;
 pub mod relay;
 pub mod router;

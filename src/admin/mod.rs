@@ -79,7 +79,7 @@ struct Upstreams {
 fn handle(snapshot: &SnapshotSource, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let allow = match path {
-        "/healthz" | "/admin/upstreams" | "/admin/geo" | "/admin/relay" => "GET, HEAD",
+        "/healthz" | "/metrics" | "/admin/upstreams" | "/admin/geo" | "/admin/relay" => "GET, HEAD",
         "/admin/relay/revoke" => "POST, DELETE",
         _ => {
             return json(
@@ -103,6 +103,7 @@ fn handle(snapshot: &SnapshotSource, req: &Request<Incoming>) -> Response<Full<B
     }
     match path {
         "/healthz" => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        "/metrics" => crate::metrics::scrape(snapshot),
         "/admin/geo" => json(StatusCode::OK, &geo_status(&snapshot.snapshot.load())),
         "/admin/relay" => match &snapshot.relay {
             Some(r) => json(StatusCode::OK, &r.status()),

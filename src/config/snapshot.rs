@@ -35,6 +35,8 @@ pub struct Snapshot {
     /// The issuer of TURN credentials, when `[relay]` and `[auth]` are
     /// configured (its route is in `router`).
     pub voice: Option<std::sync::Arc<crate::relay::credentials::VoiceCredentials>>,
+    /// `[log] access_log`: one line per request at target `access`.
+    pub access_log: bool,
 }
 
 impl Default for Snapshot {
@@ -51,6 +53,7 @@ impl Default for Snapshot {
             rate_limits: super::ratelimit::RateLimits::default(),
             geo: None,
             voice: None,
+            access_log: true,
         }
     }
 }
@@ -82,6 +85,8 @@ pub struct ServerSettings {
     pub admin_listen: Option<SocketAddr>,
     /// The STUN/TURN relay, when `[relay]` is configured.
     pub relay: Option<crate::relay::RelayConfig>,
+    /// `[log]`: format and default filter of the process's log.
+    pub log: super::log::LogSettings,
 }
 
 impl ServerSettings {
@@ -100,6 +105,7 @@ impl ServerSettings {
             send_timeout: Duration::from_secs(60),
             admin_listen: None,
             relay: None,
+            log: super::log::LogSettings::default(),
         }
     }
 }

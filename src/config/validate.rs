@@ -185,15 +185,10 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
             "there is no [health] section: health checks are set per service, in [services.health_check]",
         ));
     }
-    if let Some(s) = &raw.log {
-        return Err(cx.spanned(
-            s,
-            "log",
-            "the [log] section is not yet supported by this version",
-        ));
-    }
+    let log = super::log::build(cx, raw.log.as_ref())?;
 
     let mut server = build_server(cx, &raw)?;
+    server.log = log.clone();
     let (auth, identity_headers) = match &raw.auth {
         Some(a) => {
             let (mw, headers) = super::auth::build(cx, a, &mut warnings)?;
@@ -344,6 +339,7 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
             rate_limits,
             geo,
             voice,
+            access_log: log.access_log,
         },
         warnings,
     })
@@ -551,6 +547,7 @@ fn build_server(cx: &Ctx<'_>, raw: &FileConfig) -> Result<ServerSettings, Config
             None => None,
         },
         relay: None,
+        log: Default::default(),
     })
 }
 
@@ -866,10 +863,17 @@ service = "world-service"
     }
 
     #[test]
-    fn later_sections_are_rejected_not_ignored() {
-        let e = err("[log]\nformat = \"json\"\n");
-        assert_eq!((e.line, e.field.as_str()), (1, "log"));
-        assert!(e.message.contains("not yet supported"), "{e}");
+    fn log_errors_name_line_and_field() {
+        let e = err("[log]\nformat = \"xml\"\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "log.format"));
+        assert!(e.message.contains("unknown variant `xml`"), "{e}");
+        let e = err("[log]\nformat = \"json\"\nacces_log = true\n");
+        assert_eq!((e.line, e.field.as_str()), (3, "log.acces_log"));
+        assert!(e.message.contains("unknown field `acces_log`"), "{e}");
+        let e = err("[log]\nlevel = \"info,=[\"\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "log.level"));
+        let e = err("[log]\naccess_log = \"yes\"\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "log.access_log"));
     }
 
     const SVC: &str = "[[services]]\nname = \"w\"\n";

@@ -1154,6 +1154,11 @@ impl InFlight {
         }
     }
 
+    /// The endpoint's address.
+    pub(crate) fn endpoint_address(&self) -> SocketAddr {
+        self.endpoint.address
+    }
+
     /// The response headers arrived: feed the latency estimate.
     pub(crate) fn answered(&self, now: Duration) {
         self.endpoint

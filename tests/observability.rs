@@ -38,6 +38,12 @@ method = "GET"
 path = "/api/v1/assets/{asset_id}"
 service = "asset-service"
 auth = "public"
+
+[[routes]]
+method = "GET"
+path = "/ws/{room}"
+service = "world-service"
+auth = "public"
 "#;
 
 struct Setup {
@@ -434,6 +440,129 @@ async fn connection_gauges_follow_open_connections() {
         assert!(tokio::time::Instant::now() < deadline, "never uncounted");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Scrape until `name` (no labels) equals `want`, with a deadline.
+async fn wait_gauge(
+    gw: &aether_gateway::RunningGateway,
+    name: &str,
+    labels: &[(&str, &str)],
+    want: f64,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, m) = scrape(gw).await;
+        let v = m.get(&key(name, labels)).copied();
+        if v == Some(want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}{labels:?} stayed {v:?}, want {want}"
+        );
+        // A poll interval, not synchronisation: the condition is re-read.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_gauge_counts_open_tunnels() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = setup("").await;
+    let gw = gateway(&s.config).await;
+    let url = format!("ws://{}/ws/lobby", gw.local_addr());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws.send(Message::text("hi")).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, Message::text("hi"));
+    wait_gauge(&gw, "aether_websocket_tunnels", &[], 1.0).await;
+    let (_, m) = scrape(&gw).await;
+    assert_eq!(
+        value(
+            &m,
+            "aether_requests_total",
+            &[
+                ("route", "GET /ws/{room}"),
+                ("service", "world-service"),
+                ("method", "GET"),
+                ("status_class", "1xx")
+            ]
+        ),
+        1.0
+    );
+    ws.close(None).await.unwrap();
+    drop(ws);
+    wait_gauge(&gw, "aether_websocket_tunnels", &[], 0.0).await;
+}
+
+#[tokio::test]
+async fn relay_allocations_and_bytes_are_read_from_the_relay() {
+    use support::turn_client::*;
+    let gw = gateway(
+        r#"[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[relay]
+listen = "127.0.0.1:0"
+relay_address = "127.0.0.1"
+relay_ports = "50000-59999"
+allowed_peers = ["127.0.0.1/32"]
+[[relay.users]]
+name = "alice"
+password = "alicepass"
+"#,
+    )
+    .await;
+    let (_, m) = scrape(&gw).await;
+    assert_eq!(value(&m, "aether_relay_allocations", &[]), 0.0);
+    let peer = Peer::start().await;
+    let mut c = TurnClient::udp(
+        gw.relay().unwrap().udp_addr(),
+        Creds::new("alice", "alicepass"),
+    )
+    .await;
+    assert!(c.allocate().await.addr(XOR_RELAYED_ADDRESS).is_some());
+    assert!(c.bind_channel(0x4000, peer.addr()).await.success);
+    c.send_channel(0x4000, &[0x5A; 120]).await;
+    let (_, got) = peer
+        .recv(Duration::from_secs(5))
+        .await
+        .expect("relayed to the peer");
+    assert_eq!(got.len(), 120);
+    wait_gauge(
+        &gw,
+        "aether_relay_bytes_total",
+        &[("direction", "to_peer")],
+        120.0,
+    )
+    .await;
+    let (_, m) = scrape(&gw).await;
+    assert_eq!(value(&m, "aether_relay_allocations", &[]), 1.0);
+    assert_eq!(value(&m, "aether_relay_allocations_opened_total", &[]), 1.0);
+    assert_eq!(value(&m, "aether_relay_allocations_closed_total", &[]), 0.0);
+    assert_eq!(
+        value(
+            &m,
+            "aether_relay_packets_total",
+            &[("direction", "to_peer")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "aether_relay_packets_total",
+            &[("direction", "to_client")]
+        ),
+        0.0
+    );
 }
 
 #[tokio::test]

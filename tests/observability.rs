@@ -386,6 +386,21 @@ async fn metrics_count_a_known_mix_of_requests_by_route_template() {
     assert_eq!(value(&m, "aether_upstream_endpoint_serving", &ep), 1.0);
     assert_eq!(value(&m, "aether_upstream_endpoint_ejected", &ep), 0.0);
     assert_eq!(value(&m, "aether_upstream_ejections_total", &ep), 0.0);
+    let h1 = |c: &str| {
+        value(
+            &m,
+            "aether_upstream_h1_requests_total",
+            &[
+                ("service", "world-service"),
+                ("endpoint", world_ep.as_str()),
+                ("connection", c),
+            ],
+        )
+    };
+    // Whether a connection was back in the pool in time is the scheduler's
+    // business; that each request is counted once is ours.
+    assert!(h1("new") >= 1.0);
+    assert_eq!(h1("new") + h1("reused"), 5.0);
     assert_eq!(
         value(
             &m,

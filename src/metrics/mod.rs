@@ -379,6 +379,13 @@ mod scrape {
     }
 
     #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct ConnLabels {
+        service: String,
+        endpoint: String,
+        connection: &'static str,
+    }
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
     struct ServiceLabels {
         service: String,
     }
@@ -424,7 +431,19 @@ mod scrape {
         let failed = Family::<EndpointLabels, Counter>::default();
         let panic = Family::<ServiceLabels, Gauge>::default();
         let retries = Family::<RetryLabels, Counter>::default();
+        let h1 = Family::<ConnLabels, Counter>::default();
         for s in snapshot.dispatcher.services() {
+            for e in s.endpoints().endpoints.iter() {
+                let (new, reused) = e.pool.h1_connections();
+                for (connection, n) in [("new", new), ("reused", reused)] {
+                    let l = ConnLabels {
+                        service: s.target.name().to_owned(),
+                        endpoint: e.address.to_string(),
+                        connection,
+                    };
+                    h1.get_or_create(&l).inc_by(n);
+                }
+            }
             let h = crate::health::ServiceHealth::of(s);
             let svc = || ServiceLabels {
                 service: h.service.clone(),
@@ -492,6 +511,11 @@ mod scrape {
             "upstream_retries",
             "Retries granted and refused by the service's retry budget",
             retries,
+        );
+        reg.register(
+            "upstream_h1_requests",
+            "HTTP/1.1 upstream requests by connection: a new one or a pooled one",
+            h1,
         );
         if let Some(relay) = relay {
             let st = relay.status();

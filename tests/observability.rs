@@ -684,14 +684,36 @@ fn access_log_line_has_exact_fields_and_never_the_token() {
     ));
     assert_eq!(r.status, StatusCode::OK);
     let body_len = r.body.len() as u64;
+    // A request body is counted as it streams upstream.
+    let r = rt.block_on(http1(
+        gw.addr,
+        req(
+            "GET",
+            "/api/v1/worlds/1",
+            &[("x-request-id", "req-obs-3")],
+            "hello",
+        ),
+    ));
+    assert_eq!(r.status, StatusCode::OK);
     gw.signal("TERM");
     let mut gw = gw;
     assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
     let log = gw.log();
     let lines = access_lines(&log);
-    assert_eq!(lines.len(), 2, "one line per request:\n{log}");
+    assert_eq!(lines.len(), 3, "one line per request:\n{log}");
+    // Lines are written as responses finish: found by request id, not order.
+    let line = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["request_id"] == id)
+            .unwrap_or_else(|| panic!("no line for {id}:\n{log}"))
+    };
+    let l = line("req-obs-3");
+    assert_eq!(l["bytes_in"], 5);
+    assert_eq!(l["route"], "GET /api/v1/worlds/{world_id}");
+    assert!(l.get("user").is_none());
 
-    let l = &lines[1];
+    let l = line("req-obs-2");
     let fields: BTreeMap<&str, &Value> = l
         .as_object()
         .unwrap()
@@ -745,8 +767,7 @@ fn access_log_line_has_exact_fields_and_never_the_token() {
     );
 
     // The unrouted request: no route, no upstream, still its own line.
-    let l = &lines[0];
-    assert_eq!(l["request_id"], "req-obs-1");
+    let l = line("req-obs-1");
     assert_eq!(l["route"], "none");
     assert_eq!(l["status"], 405);
     assert!(l.get("upstream").is_none() && l.get("service").is_none());

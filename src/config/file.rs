@@ -53,6 +53,9 @@ pub struct LogFile {
     pub level: Spanned<String>,
     /// One line per request at target `access`. Default true.
     pub access_log: bool,
+    /// OTLP/HTTP traces endpoint (`http://host:4318/v1/traces`); needs the
+    /// `otel` cargo feature. Default none.
+    pub otlp_endpoint: Option<Spanned<String>>,
 }
 
 impl Default for LogFile {
@@ -61,6 +64,7 @@ impl Default for LogFile {
             format: LogFormatFile::Text,
             level: Spanned::new(0..0, "info".to_owned()),
             access_log: true,
+            otlp_endpoint: None,
         }
     }
 }

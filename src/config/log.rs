@@ -25,6 +25,8 @@ pub struct LogSettings {
     pub level: String,
     /// One line per request at target `access`.
     pub access_log: bool,
+    /// Where request spans are exported over OTLP/HTTP (`otel` builds only).
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for LogSettings {
@@ -33,6 +35,7 @@ impl Default for LogSettings {
             format: LogFormat::Text,
             level: "info".to_owned(),
             access_log: true,
+            otlp_endpoint: None,
         }
     }
 }
@@ -53,7 +56,34 @@ pub(super) fn build(
             format!("{level:?} is not a log filter (like \"info\" or \"info,aether_gateway=debug\"): {e}"),
         ));
     }
+    let otlp_endpoint = match &raw.otlp_endpoint {
+        None => None,
+        Some(s) => {
+            if !cfg!(feature = "otel") {
+                return Err(cx.spanned(
+                    s,
+                    "log.otlp_endpoint",
+                    "this build has no OpenTelemetry export (build with the cargo feature `otel`)",
+                ));
+            }
+            let uri = s.get_ref().parse::<http::Uri>().ok();
+            if uri.as_ref().and_then(|u| u.scheme_str()) != Some("http")
+                || uri.as_ref().and_then(|u| u.host()).is_none()
+            {
+                return Err(cx.spanned(
+                    s,
+                    "log.otlp_endpoint",
+                    format!(
+                        "{:?} is not an http:// URL (like \"http://127.0.0.1:4318/v1/traces\")",
+                        s.get_ref()
+                    ),
+                ));
+            }
+            Some(s.get_ref().clone())
+        }
+    };
     Ok(LogSettings {
+        otlp_endpoint,
         format: match raw.format {
             LogFormatFile::Text => LogFormat::Text,
             LogFormatFile::Json => LogFormat::Json,

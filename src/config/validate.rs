@@ -874,6 +874,13 @@ service = "world-service"
         assert_eq!((e.line, e.field.as_str()), (2, "log.level"));
         let e = err("[log]\naccess_log = \"yes\"\n");
         assert_eq!((e.line, e.field.as_str()), (2, "log.access_log"));
+        let e = err("[log]\notlp_endpoint = \"udp://x\"\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "log.otlp_endpoint"));
+        if cfg!(feature = "otel") {
+            assert!(e.message.contains("not an http:// URL"), "{e}");
+        } else {
+            assert!(e.message.contains("cargo feature `otel`"), "{e}");
+        }
     }
 
     const SVC: &str = "[[services]]\nname = \"w\"\n";

@@ -71,6 +71,19 @@ pub(crate) struct Shared {
     pub relay: Option<Arc<crate::relay::Relay>>,
     /// Counters that outlive any one config snapshot.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The OTLP span exporter, with `[log] otlp_endpoint`.
+    #[cfg(feature = "otel")]
+    pub otel: Option<Arc<crate::metrics::otel::SpanExport>>,
+}
+
+impl Shared {
+    /// Whether requests' spans are exported (their new traces are sampled).
+    fn exports_spans(&self) -> bool {
+        #[cfg(feature = "otel")]
+        return self.otel.is_some();
+        #[cfg(not(feature = "otel"))]
+        false
+    }
 }
 
 /// Handle one request end to end; never fails: errors become JSON responses.
@@ -90,7 +103,7 @@ pub(crate) async fn handle(
     let client_ip = snap.trusted_proxies.client_ip(conn.peer_ip, req.headers());
     let method = req.method().clone();
     // Shared bytes: the path is logged without copying it.
-    let uri = snap.access_log.then(|| req.uri().clone());
+    let uri = (snap.access_log || shared.exports_spans()).then(|| req.uri().clone());
     let mut rate_status = None;
     let mut exchange = Exchange::default();
     let mut resp = match proxy(
@@ -154,6 +167,9 @@ pub(crate) async fn handle(
             endpoint: resp.body().endpoint(),
             exchange,
             bytes_out: 0,
+            log: snap.access_log,
+            #[cfg(feature = "otel")]
+            export: shared.otel.clone(),
         });
     }
     resp.headers_mut().insert(&X_REQUEST_ID, request_id);
@@ -336,7 +352,10 @@ async fn proxy(
     };
     hdrs.insert(&X_REAL_IP, real_ip);
     hdrs.insert(&X_REQUEST_ID, request_id.clone());
-    exchange.trace = Some(crate::metrics::traceparent::propagate(hdrs));
+    let (trace, incoming_parent) =
+        crate::metrics::traceparent::propagate(hdrs, shared.exports_spans());
+    exchange.trace = Some(trace);
+    exchange.incoming_parent = incoming_parent;
 
     let ctx = DispatchContext {
         route: Arc::clone(route),

@@ -28,6 +28,8 @@ pub(crate) struct Exchange {
     pub upstream: Option<Duration>,
     /// The trace the request is part of.
     pub trace: Option<TraceParent>,
+    /// The client's span id, when it sent a valid `traceparent`.
+    pub incoming_parent: Option<[u8; 8]>,
     /// The client body's progress, for its byte count (access log only).
     pub body: Option<Arc<BodyProgress>>,
 }
@@ -47,12 +49,21 @@ pub(crate) struct AccessLine {
     pub exchange: Exchange,
     /// Response body bytes handed to the client so far.
     pub bytes_out: u64,
+    /// Write the log line (`[log] access_log`).
+    pub log: bool,
+    /// Export the request's span.
+    #[cfg(feature = "otel")]
+    pub export: Option<Arc<super::otel::SpanExport>>,
 }
 
 impl Drop for AccessLine {
     fn drop(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(export) = &self.export {
+            export.record(self);
+        }
         // `RUST_LOG=access=off`: not even the fields are put together.
-        if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+        if !self.log || !tracing::enabled!(target: "access", tracing::Level::INFO) {
             return;
         }
         let x = &self.exchange;

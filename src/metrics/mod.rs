@@ -14,6 +14,8 @@
 
 pub mod access;
 pub mod histogram;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod traceparent;
 
 use std::sync::{Arc, OnceLock};

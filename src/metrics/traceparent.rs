@@ -161,9 +161,14 @@ fn nonzero_u64() -> u64 {
 
 /// Set the upstream request's `traceparent` from the client's: a valid
 /// one is continued (same trace, the gateway's span as parent), anything
-/// else replaced by a new trace, whose `tracestate` (belonging to the
-/// refused trace) is dropped. Returns the trace the request is part of.
-pub fn propagate(headers: &mut http::HeaderMap) -> TraceParent {
+/// else replaced by a new trace (flagged sampled when `sample_roots`: the
+/// gateway exports its spans), whose `tracestate` (belonging to the
+/// refused trace) is dropped. Returns the trace the request is part of and
+/// the client's span id, when it sent a valid one.
+pub fn propagate(
+    headers: &mut http::HeaderMap,
+    sample_roots: bool,
+) -> (TraceParent, Option<[u8; 8]>) {
     let mut all = headers.get_all(&TRACEPARENT).iter();
     // Two traceparent headers are as good as none (§3.2: one value).
     let incoming = match (all.next(), all.next()) {
@@ -174,11 +179,14 @@ pub fn propagate(headers: &mut http::HeaderMap) -> TraceParent {
         Some(p) => p.child(),
         None => {
             headers.remove(&TRACESTATE);
-            TraceParent::new_root()
+            TraceParent {
+                flags: u8::from(sample_roots),
+                ..TraceParent::new_root()
+            }
         }
     };
     headers.insert(&TRACEPARENT, tp.header_value());
-    tp
+    (tp, incoming.map(|p| p.parent_id))
 }
 
 #[cfg(test)]
@@ -239,17 +247,23 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.insert(&TRACEPARENT, HeaderValue::from_static(GOOD));
         h.insert(&TRACESTATE, HeaderValue::from_static("a=1"));
-        let tp = propagate(&mut h);
+        let (tp, parent) = propagate(&mut h, false);
         assert_eq!(&tp.trace_id_hex(), b"4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            parent,
+            Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+        );
         assert_eq!(h[&TRACESTATE], "a=1");
         assert_ne!(h[&TRACEPARENT], GOOD);
 
         let mut h = http::HeaderMap::new();
         h.insert(&TRACEPARENT, HeaderValue::from_static("junk"));
         h.insert(&TRACESTATE, HeaderValue::from_static("a=1"));
-        propagate(&mut h);
+        let (tp, parent) = propagate(&mut h, true);
+        assert_eq!(parent, None);
+        assert_eq!(tp.flags, 1);
         assert!(h.get(&TRACESTATE).is_none());
-        assert!(TraceParent::parse(h[&TRACEPARENT].as_bytes()).is_ok());
+        assert_eq!(TraceParent::parse(h[&TRACEPARENT].as_bytes()), Ok(tp));
     }
 
     proptest! {

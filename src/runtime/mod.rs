@@ -261,6 +261,13 @@ async fn serve(
         tunnel_idle_timeout: settings.tunnel_idle_timeout,
         relay,
         metrics: Arc::new(crate::metrics::Metrics::new()),
+        #[cfg(feature = "otel")]
+        otel: settings.log.otlp_endpoint.as_deref().and_then(|endpoint| {
+            crate::metrics::otel::SpanExport::start(endpoint, tokio::runtime::Handle::current())
+                .map(Arc::new)
+                .inspect_err(|e| tracing::error!(error = %e, "no span export"))
+                .ok()
+        }),
     });
     if let Some(admin) = admin {
         tokio::spawn(crate::admin::serve(
@@ -323,6 +330,12 @@ async fn serve(
         hard_stop.cancel();
         connections.wait().await;
         shared.tunnels.wait().await;
+    }
+    // The last spans go out before the process does. The export runs on
+    // this runtime, so the waiting happens on the blocking pool.
+    #[cfg(feature = "otel")]
+    if let Some(export) = shared.otel.clone() {
+        let _ = tokio::task::spawn_blocking(move || export.shutdown()).await;
     }
     tracing::info!("gateway stopped");
 }

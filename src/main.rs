@@ -50,12 +50,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `run` logs in its config's format, so its subscriber waits for the
     // config; `check` and `demo` log as text.
-    if !matches!(
+    let _log = (!matches!(
         (&cli.command, &cli.config),
         (Some(Command::Run) | None, Some(_))
-    ) {
-        init_logging(&LogSettings::default());
-    }
+    ))
+    .then(|| init_logging(&LogSettings::default()));
     match (cli.command, cli.config) {
         (Some(Command::Check), Some(path)) => match config::load(&path) {
             Ok(cfg) => {
@@ -87,7 +86,7 @@ fn main() -> ExitCode {
         }
         (Some(Command::Run) | None, Some(path)) => match config::load(&path) {
             Ok(cfg) => {
-                init_logging(&cfg.server.log);
+                let _log = init_logging(&cfg.server.log);
                 run(cfg)
             }
             Err(e) => {
@@ -118,8 +117,12 @@ fn main() -> ExitCode {
 }
 
 /// The process's subscriber: `RUST_LOG` when set, else `[log] level`; text
-/// or JSON lines on stderr.
-fn init_logging(log: &LogSettings) {
+/// or JSON lines on stderr. Lines are written by a thread of their own
+/// (the guard flushes it on exit): a request never waits on stderr's lock
+/// or a slow reader, and under a flood lines are dropped, not requests
+/// slowed.
+fn init_logging(log: &LogSettings) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     // The STUN codec warns about every malformed datagram; the relay counts
     // those (drops.malformed) instead of letting anyone fill the log.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -128,12 +131,13 @@ fn init_logging(log: &LogSettings) {
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match log.format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         // Event fields at the top level: `jq .status` rather than `.fields.status`.
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    guard
 }
 
 fn tokio_runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {

@@ -559,3 +559,83 @@ mod scrape {
         reg
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "[[services]]\nname = \"world-service\"\n[[services.endpoints]]\naddress = \"127.0.0.1:9\"\n[[routes]]\nmethod = \"GET\"\npath = \"/w/{id}\"\nservice = \"world-service\"\nrate_limit = { requests_per_minute = 5, key = \"ip\" }\n";
+
+    fn snapshot() -> crate::config::Snapshot {
+        crate::config::parse(CONFIG, std::path::Path::new("t.toml"))
+            .unwrap()
+            .snapshot
+    }
+
+    #[test]
+    fn a_rebuilt_route_continues_its_counts() {
+        let m = Metrics::new();
+        // Two compilations of the same config: what a reload produces.
+        let (old, new) = (snapshot(), snapshot());
+        let route = |s: &crate::config::Snapshot| Arc::clone(&s.router.routes()[0]);
+        let (a, b) = (route(&old), route(&new));
+        assert!(!Arc::ptr_eq(&a, &b));
+        let ra = m.route(&a, &old.rate_limits.global);
+        ra.answered(
+            200,
+            Duration::from_millis(2),
+            Some(Duration::from_millis(1)),
+        );
+        ra.rate_limited(0, true);
+        let rb = m.route(&b, &new.rate_limits.global);
+        rb.answered(200, Duration::from_millis(2), None);
+        rb.answered(503, Duration::from_millis(2), None);
+        rb.rate_limited(0, false);
+        // Out of range (a rule the route does not have): ignored, no panic.
+        rb.rate_limited(7, false);
+        let text = m.encode(&new, None);
+        let line = |l: &str| text.lines().any(|t| t == l);
+        assert!(
+            line(
+                "aether_requests_total{route=\"GET /w/{id}\",service=\"world-service\",method=\"GET\",status_class=\"2xx\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(line(
+            "aether_requests_total{route=\"GET /w/{id}\",service=\"world-service\",method=\"GET\",status_class=\"5xx\"} 1"
+        ));
+        assert!(line(
+            "aether_request_gateway_duration_seconds_count{route=\"GET /w/{id}\"} 3"
+        ));
+        assert!(line(
+            "aether_request_upstream_duration_seconds_count{route=\"GET /w/{id}\"} 1"
+        ));
+        assert!(line(
+            "aether_rate_limit_decisions_total{rule=\"route:GET /w/{id}\",decision=\"allowed\"} 1"
+        ));
+        assert!(line(
+            "aether_rate_limit_decisions_total{rule=\"route:GET /w/{id}\",decision=\"limited\"} 1"
+        ));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn status_classes_and_auth_reasons() {
+        let m = Metrics::new();
+        for s in [101, 204, 302, 404, 599, 999] {
+            m.unrouted().answered(s, Duration::ZERO, None);
+        }
+        m.auth_failure("expired");
+        m.auth_failure("expired");
+        m.auth_failure("a_reason_added_later");
+        let text = m.encode(&crate::config::Snapshot::default(), None);
+        for class in ["1xx", "2xx", "3xx", "4xx", "5xx", "other"] {
+            let l = format!(
+                "aether_requests_total{{route=\"none\",service=\"none\",method=\"none\",status_class=\"{class}\"}} 1"
+            );
+            assert!(text.lines().any(|t| t == l), "{l}\n{text}");
+        }
+        assert!(text.contains("aether_auth_failures_total{reason=\"expired\"} 2\n"));
+        assert!(text.contains("aether_auth_failures_total{reason=\"a_reason_added_later\"} 1\n"));
+    }
+}

@@ -55,3 +55,7 @@ export AETHER_TEST_PYTHON="$PWD/$VENV/bin/python"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
+# The OTLP span export (cargo feature `otel`, off by default): its lints and
+# its end-to-end test against a loopback OTLP receiver.
+cargo clippy --all-targets --locked --features otel -- -D warnings
+cargo test --locked --features otel --test otel

@@ -68,6 +68,8 @@ pub struct BodyProgress {
     /// dispatcher can blame the client even when the upstream protocol
     /// (hyper's h2 client) reports only a reset stream.
     client_failure: std::sync::atomic::AtomicU8,
+    /// Body bytes received from the client (the access log's `bytes_in`).
+    received: AtomicU64,
 }
 
 impl BodyProgress {
@@ -79,6 +81,7 @@ impl BodyProgress {
             done: AtomicBool::new(false),
             finished: Notify::new(),
             client_failure: std::sync::atomic::AtomicU8::new(0),
+            received: AtomicU64::new(0),
         }
     }
 
@@ -100,6 +103,11 @@ impl BodyProgress {
             BodyError::TimedOut => 3,
         };
         self.client_failure.store(code, Ordering::Release);
+    }
+
+    /// Body bytes received from the client so far.
+    pub fn received_bytes(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 
     /// When the upstream last took a piece of the body (or the body began).
@@ -265,6 +273,11 @@ impl Body for RequestBody {
                             }
                         }
                         if let Some(s) = this.streaming.as_mut() {
+                            if let Some(data) = frame.data_ref() {
+                                s.progress
+                                    .received
+                                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                            }
                             s.progress.pulled();
                             if let Some(timer) = s.timer.as_mut() {
                                 timer.as_mut().reset(tokio::time::Instant::now() + s.gap);
@@ -343,6 +356,16 @@ impl ResponseBody {
             UpstreamBody::H1(body) => ResponseKind::H1 { body, in_flight },
         };
         ResponseBody { kind }
+    }
+
+    /// The endpoint an upstream response came from.
+    pub(crate) fn endpoint(&self) -> Option<std::net::SocketAddr> {
+        match &self.kind {
+            ResponseKind::Hyper { in_flight, .. } | ResponseKind::H1 { in_flight, .. } => {
+                in_flight.as_ref().map(|f| f.endpoint_address())
+            }
+            ResponseKind::Full(_) => None,
+        }
     }
 
     /// The in-flight guard of an upstream response, for a tunnel that

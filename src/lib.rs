@@ -8,7 +8,7 @@
 //! client ──▶ │ accept (cap) → hyper (head limits) → request id → client address │
 //!            │   → normalise path → router (404/405) → auth → rate limit       │
 //!            │   → geo: region → dispatch: endpoint, pooled conn, timeout, retry│ ──▶ upstream
-//!            │   ← header hygiene, x-request-id, WebSocket tunnel on 101       │
+//!            │   ← hygiene, x-request-id, metrics, access log, tunnel on 101   │
 //!            └──────────────────────────────────────────────────────────────────┘
 //! ```
 //!
@@ -39,6 +39,7 @@ pub mod dispatch;
 pub mod error;
 pub mod geo;
 pub mod health;
+pub mod metrics;
 pub mod ratelimit;
 pub mod relay;
 pub mod router;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use aether_gateway::config::log::{LogFormat, LogSettings};
 use aether_gateway::config::{self, GatewayConfig};
 use aether_gateway::{BackendRuntime, demo};
 use clap::{Parser, Subcommand};
@@ -56,7 +57,13 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
     let cli = Cli::parse();
-    init_logging();
+    // `run` logs in its config's format, so its subscriber waits for the
+    // config; `check` and `demo` log as text.
+    let _log = (!matches!(
+        (&cli.command, &cli.config),
+        (Some(Command::Run) | None, Some(_))
+    ))
+    .then(|| init_logging(&LogSettings::default()));
     match (cli.command, cli.config) {
         (Some(Command::Check), Some(path)) => match config::load(&path) {
             Ok(cfg) => {
@@ -87,7 +94,10 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         (Some(Command::Run) | None, Some(path)) => match config::load(&path) {
-            Ok(cfg) => run(cfg, path),
+            Ok(cfg) => {
+                let _log = init_logging(&cfg.server.log);
+                run(cfg, path)
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::from(2)
@@ -115,17 +125,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// The process's subscriber: `RUST_LOG` when set, else `[log] level`; text
+/// or JSON lines on stderr. Lines are written by a thread of their own
+/// (the guard flushes it on exit): a request never waits on stderr's lock
+/// or a slow reader, and under a flood lines are dropped, not requests
+/// slowed.
+fn init_logging(log: &LogSettings) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     // The STUN codec warns about every malformed datagram; the relay counts
     // those (drops.malformed) instead of letting anyone fill the log.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,stun_types=error"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{},stun_types=error", log.level))
+    });
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(writer);
+    match log.format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Event fields at the top level: `jq .status` rather than `.fields.status`.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    guard
 }
 
 fn tokio_runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {

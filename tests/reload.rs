@@ -183,6 +183,28 @@ async fn an_invalid_file_is_refused_with_its_line_and_the_running_config_stays()
     assert_eq!(c["last_attempt"]["error"], error);
     // The config shown is the one in effect, not the refused file.
     assert_eq!(c["config"]["routes"].as_array().unwrap().len(), 2);
+
+    // And the metrics an alert fires on.
+    let metrics = body_of(&support::admin(&gw, "/metrics").await);
+    for line in [
+        "aether_config_generation 1\n",
+        "aether_config_reloads_total{result=\"applied\"} 0\n",
+        "aether_config_reloads_total{result=\"refused\"} 1\n",
+        "aether_config_last_reload_successful 0\n",
+    ] {
+        assert!(metrics.contains(line), "{line:?} not in\n{metrics}");
+    }
+    assert!(metrics.ends_with("# EOF\n"));
+    std::fs::write(&path, &good).unwrap();
+    assert_eq!(post_reload(&gw).await.status, StatusCode::OK);
+    let metrics = body_of(&support::admin(&gw, "/metrics").await);
+    for line in [
+        "aether_config_generation 2\n",
+        "aether_config_reloads_total{result=\"applied\"} 1\n",
+        "aether_config_last_reload_successful 1\n",
+    ] {
+        assert!(metrics.contains(line), "{line:?} not in\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,7 +355,12 @@ async fn the_admin_token_guards_everything_but_the_probes() {
     );
     let gw = support::gateway(&text).await;
     let admin = gw.admin_addr().unwrap();
-    for path in ["/admin/upstreams", "/admin/config", "/admin/geo"] {
+    for path in [
+        "/admin/upstreams",
+        "/admin/config",
+        "/admin/geo",
+        "/metrics",
+    ] {
         let r = http1(admin, get(path)).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}");
         assert_eq!(
@@ -650,4 +677,88 @@ async fn truncated_files_and_dropped_tokens_are_refused_and_token_files_rotate()
         reload("second-token-0123456789").await.status,
         StatusCode::OK
     );
+}
+
+/// A service whose settings change is rebuilt, but keeps what its active
+/// checks said: a down endpoint stays down (not "unknown" and served) until
+/// the new checker's first probe, which here takes 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_service_keeps_its_endpoints_health_verdicts() {
+    let up = Upstream::start("world-1").await;
+    // Accepts and never answers: a probe of it times out.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let text = |probe_timeout_ms: u32| {
+        base(up.addr, "reload_on_change = false", "").replace(
+            "name = \"world\"\n",
+            &format!(
+                "name = \"world\"\n[services.health_check]\ninterval_ms = 50\ntimeout_ms = {probe_timeout_ms}\nunhealthy_threshold = 1\nhealthy_threshold = 1\n[[services.endpoints]]\naddress = \"{silent_addr}\"\n"
+            ),
+        )
+    };
+    let (gw, path) = from_file(dir.path(), &text(100)).await;
+    support::wait_upstreams(
+        &gw,
+        "the silent endpoint marked down",
+        |_| {},
+        |v| support::endpoint_of(v, "world", silent_addr)["health"] == "unhealthy",
+    )
+    .await;
+    std::fs::write(&path, text(10_000)).unwrap();
+    assert_eq!(post_reload(&gw).await.status, StatusCode::OK);
+    let after = support::admin(&gw, "/admin/upstreams").await.json();
+    assert_eq!(
+        support::endpoint_of(&after, "world", silent_addr)["health"],
+        "unhealthy",
+        "{after}"
+    );
+    for _ in 0..4 {
+        let r = http1(gw.local_addr(), get("/api/v1/worlds/1")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", body_of(&r));
+    }
+}
+
+/// A discovering service whose settings change starts with the endpoints
+/// the running one found, not with none until DNS answers again (here it
+/// does not answer at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_discovering_service_keeps_its_endpoints_until_dns_answers() {
+    let up = Upstream::start("world-1").await;
+    let dns =
+        support::dns::DnsServer::start(vec![support::dns::a("world.test.", "127.0.0.1", 1)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = |connect_timeout_ms: u32| {
+        base(up.addr, "reload_on_change = false", "").replace(
+            &format!("name = \"world\"\n[[services.endpoints]]\naddress = \"{}\"\n", up.addr),
+            &format!(
+                "name = \"world\"\nconnect_timeout_ms = {connect_timeout_ms}\n[services.discovery]\ntype = \"dns\"\nname = \"world.test\"\nrecord = \"a\"\nport = {}\nnameservers = [\"{}\"]\nmin_ttl_ms = 100\n",
+                up.addr.port(),
+                dns.addr()
+            ),
+        )
+    };
+    let first = text(2000);
+    assert!(first.contains("[services.discovery]"), "{first}");
+    let (gw, path) = from_file(dir.path(), &first).await;
+    support::wait_upstreams(
+        &gw,
+        "the endpoint found by DNS",
+        |_| {},
+        |v| v.to_string().contains(&up.addr.to_string()),
+    )
+    .await;
+    dns.set_mode(support::dns::Mode::Silent);
+    std::fs::write(&path, text(1500)).unwrap();
+    assert_eq!(post_reload(&gw).await.status, StatusCode::OK);
+    let c = support::admin(&gw, "/admin/config").await.json();
+    assert_eq!(c["config"]["services"][0]["connect_timeout_ms"], 1500);
+    let r = http1(gw.local_addr(), get("/api/v1/worlds/1")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", body_of(&r));
 }

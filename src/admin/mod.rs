@@ -141,7 +141,9 @@ async fn handle(
     let path = req.uri().path();
     let (allow, open) = match path {
         "/healthz" | "/readyz" => ("GET, HEAD", true),
-        "/admin/upstreams" | "/admin/geo" | "/admin/relay" | "/admin/config" => {
+        // Metrics name the routes and services: the token guards them too
+        // (Prometheus sends it with `authorization` in its scrape config).
+        "/metrics" | "/admin/upstreams" | "/admin/geo" | "/admin/relay" | "/admin/config" => {
             ("GET, HEAD", false)
         }
         "/admin/relay/revoke" => ("POST, DELETE", false),
@@ -194,6 +196,7 @@ async fn handle(
     match path {
         "/healthz" => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         "/readyz" => readiness(snapshot),
+        "/metrics" => crate::metrics::scrape(snapshot),
         "/admin/config" => config_status(snapshot),
         "/admin/reload" => reload(snapshot).await,
         "/admin/geo" => json(StatusCode::OK, &geo_status(&snapshot.snapshot.load())),

@@ -38,9 +38,45 @@ pub struct FileConfig {
     /// `[relay]`: the STUN/TURN voice relay.
     #[serde(default)]
     pub relay: Option<Spanned<RelayFile>>,
-    /// See `auth`.
+    /// `[log]`: log format, level, access log.
     #[serde(default)]
-    pub log: Option<Spanned<toml::Value>>,
+    pub log: Option<Spanned<LogFile>>,
+}
+
+/// `[log]` (see `docs/configuration.md#log`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogFile {
+    /// `"text"` (default) or `"json"`: one JSON object per line.
+    pub format: LogFormatFile,
+    /// The default filter when `RUST_LOG` is unset (`RUST_LOG` wins). Default `"info"`.
+    pub level: Spanned<String>,
+    /// One line per request at target `access`. Default true.
+    pub access_log: bool,
+    /// OTLP/HTTP traces endpoint (`http://host:4318/v1/traces`); needs the
+    /// `otel` cargo feature. Default none.
+    pub otlp_endpoint: Option<Spanned<String>>,
+}
+
+impl Default for LogFile {
+    fn default() -> Self {
+        LogFile {
+            format: LogFormatFile::Text,
+            level: Spanned::new(0..0, "info".to_owned()),
+            access_log: true,
+            otlp_endpoint: None,
+        }
+    }
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormatFile {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 fn default_listen() -> Spanned<String> {

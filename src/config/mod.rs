@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod file;
 pub mod geo;
+pub mod log;
 pub mod ratelimit;
 pub mod relay;
 pub mod reuse;

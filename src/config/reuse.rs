@@ -44,6 +44,11 @@ impl Components {
         Arc::clone(&kept.part).downcast::<T>().ok()
     }
 
+    /// The part recorded under `key`, whatever its settings were.
+    pub(crate) fn get_any<T: Any + Send + Sync>(&self, key: &str) -> Option<Arc<T>> {
+        Arc::clone(&self.parts.get(key)?.part).downcast::<T>().ok()
+    }
+
     /// Record `part`, built from settings with this fingerprint.
     pub(crate) fn insert<T: Any + Send + Sync>(
         &mut self,

@@ -41,6 +41,8 @@ pub struct Snapshot {
     pub admin_token: Option<crate::admin::AdminToken>,
     /// The file's values (for `GET /admin/config`, secrets redacted there).
     pub source: std::sync::Arc<toml::Table>,
+    /// `[log] access_log`: one line per request at target `access`.
+    pub access_log: bool,
 }
 
 impl Default for Snapshot {
@@ -60,6 +62,7 @@ impl Default for Snapshot {
             components: super::reuse::Components::default(),
             admin_token: None,
             source: std::sync::Arc::default(),
+            access_log: true,
         }
     }
 }
@@ -98,6 +101,8 @@ pub struct ServerSettings {
     /// The listener's certificates, when `[[server.tls]]` is configured
     /// (the listener then speaks only TLS).
     pub tls: Option<std::sync::Arc<crate::tls::CertStore>>,
+    /// `[log]`: format and default filter of the process's log.
+    pub log: super::log::LogSettings,
 }
 
 impl ServerSettings {
@@ -119,6 +124,7 @@ impl ServerSettings {
             reload_on_change: true,
             reload_check_interval: Duration::from_secs(1),
             tls: None,
+            log: super::log::LogSettings::default(),
         }
     }
 }

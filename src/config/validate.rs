@@ -293,19 +293,14 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
             "there is no [health] section: health checks are set per service, in [services.health_check]",
         ));
     }
-    if let Some(s) = &raw.log {
-        return Err(cx.spanned(
-            s,
-            "log",
-            "the [log] section is not yet supported by this version",
-        ));
-    }
+    let log = super::log::build(cx, raw.log.as_ref())?;
 
     let mut server = build_server(cx, &raw)?;
     let admin_token = match &raw.admin {
         Some(a) => super::upstream::admin_token(cx, a, &mut warnings)?,
         None => None,
     };
+    server.log = log.clone();
     let (auth, identity_headers) = match &raw.auth {
         Some(a) => {
             let (mw, headers) = super::auth::build(cx, a, &mut warnings)?;
@@ -380,8 +375,16 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
             cx.value_text(&["geo"]),
             tls_files,
         ));
-        let service = cx.reuse(format!("service:{}", svc.name.get_ref()), fp, || {
-            Arc::new(service)
+        let key = format!("service:{}", svc.name.get_ref());
+        let running = cx
+            .prev
+            .and_then(|p| p.get_any::<crate::upstream::Service>(&key));
+        let service = cx.reuse(key, fp, || {
+            let service = Arc::new(service);
+            if let Some(running) = running {
+                service.inherit(&running);
+            }
+            service
         });
         dispatcher.insert_service(service);
     }
@@ -482,6 +485,7 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
             components: super::reuse::Components::default(),
             admin_token,
             source: Arc::default(),
+            access_log: log.access_log,
         },
         warnings,
     })
@@ -699,6 +703,7 @@ fn build_server(cx: &Ctx<'_>, raw: &FileConfig) -> Result<ServerSettings, Config
         reload_on_change: s.reload_on_change,
         reload_check_interval: Duration::from_millis(*s.reload_check_interval_ms.get_ref()),
         tls: super::tls::server(cx, s)?,
+        log: Default::default(),
     })
 }
 
@@ -1006,7 +1011,7 @@ service = "world-service"
         let e = err("[server]\nmax_connections = \"many\"\n");
         assert_eq!(
             e.message,
-            "invalid type: string \"many\", expected a non-negative integer"
+            "invalid type: string, expected a non-negative integer"
         );
         assert_eq!((e.line, e.field.as_str()), (2, "server.max_connections"));
         let e = err("[server\n");
@@ -1014,10 +1019,24 @@ service = "world-service"
     }
 
     #[test]
-    fn later_sections_are_rejected_not_ignored() {
-        let e = err("[log]\nformat = \"json\"\n");
-        assert_eq!((e.line, e.field.as_str()), (1, "log"));
-        assert!(e.message.contains("not yet supported"), "{e}");
+    fn log_errors_name_line_and_field() {
+        let e = err("[log]\nformat = \"xml\"\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "log.format"));
+        assert!(e.message.contains("unknown variant `xml`"), "{e}");
+        let e = err("[log]\nformat = \"json\"\nacces_log = true\n");
+        assert_eq!((e.line, e.field.as_str()), (3, "log.acces_log"));
+        assert!(e.message.contains("unknown field `acces_log`"), "{e}");
+        let e = err("[log]\nlevel = \"info,=[\"\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "log.level"));
+        let e = err("[log]\naccess_log = \"yes\"\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "log.access_log"));
+        let e = err("[log]\notlp_endpoint = \"udp://x\"\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "log.otlp_endpoint"));
+        if cfg!(feature = "otel") {
+            assert!(e.message.contains("not an http:// URL"), "{e}");
+        } else {
+            assert!(e.message.contains("cargo feature `otel`"), "{e}");
+        }
     }
 
     const SVC: &str = "[[services]]\nname = \"w\"\n";

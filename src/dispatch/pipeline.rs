@@ -31,6 +31,7 @@ use crate::body::{RequestBody, ResponseBody};
 use crate::config::Snapshot;
 use crate::error::{Blame, Error, error_response};
 use crate::geo::{ChosenRegion, GeoHints, Reason};
+use crate::metrics::access::{AccessLine, Exchange};
 use crate::ratelimit::{KeyInputs, RateLimitStatus, SharedRule};
 use crate::router::{Lookup, normalize_path_with};
 
@@ -79,20 +80,43 @@ pub(crate) struct Shared {
     pub relay: Option<Arc<crate::relay::Relay>>,
     /// Asks for config reloads; the status of the last one.
     pub reload: crate::runtime::reload::ReloadHandle,
+    /// Counters that outlive any one config snapshot.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The OTLP span exporter, with `[log] otlp_endpoint`.
+    #[cfg(feature = "otel")]
+    pub otel: Option<Arc<crate::metrics::otel::SpanExport>>,
+}
+
+impl Shared {
+    /// Whether requests' spans are exported (their new traces are sampled).
+    fn exports_spans(&self) -> bool {
+        #[cfg(feature = "otel")]
+        return self.otel.is_some();
+        #[cfg(not(feature = "otel"))]
+        false
+    }
 }
 
 /// Handle one request end to end; never fails: errors become JSON responses.
+///
+/// `access` gets the request's access-log line (written when it drops)
+/// when `[log] access_log` is on.
 pub(crate) async fn handle(
     shared: &Shared,
     conn: &ConnInfo,
     req: Request<Incoming>,
+    access: &mut Option<AccessLine>,
 ) -> Response<ResponseBody> {
+    let started = std::time::Instant::now();
     // One snapshot for the whole request: a reload never shows half of each config.
     let snap = shared.snapshot.load();
     let request_id = h::request_id(req.headers());
     let client_ip = snap.trusted_proxies.client_ip(conn.peer_ip, req.headers());
     let method = req.method().clone();
+    // Shared bytes: the path is logged without copying it.
+    let uri = (snap.access_log || shared.exports_spans()).then(|| req.uri().clone());
     let mut rate_status = None;
+    let mut exchange = Exchange::default();
     let mut resp = match proxy(
         &snap,
         shared,
@@ -100,6 +124,7 @@ pub(crate) async fn handle(
         client_ip,
         &request_id,
         &mut rate_status,
+        &mut exchange,
         req,
     )
     .await
@@ -115,12 +140,14 @@ pub(crate) async fn handle(
                         Error::Unauthorized(e) => e.reason(),
                         _ => "forbidden",
                     };
+                    shared.metrics.auth_failure(reason);
                     tracing::info!(request_id = id, %client_ip, %method, reason, error = %err, "request refused by auth")
                 }
                 Blame::Client => {
                     tracing::debug!(request_id = id, %client_ip, %method, error = %err, "request rejected")
                 }
                 Blame::Upstream if matches!(err, Error::AuthUnavailable) => {
+                    shared.metrics.auth_failure("keys_unavailable");
                     tracing::warn!(request_id = id, %client_ip, %method, "request refused: no signing keys loaded yet (JWKS not fetched)")
                 }
                 Blame::Upstream => {
@@ -133,6 +160,29 @@ pub(crate) async fn handle(
             error_response(&err, &request_id)
         }
     };
+    let status = resp.status().as_u16();
+    let route_metrics = match &exchange.route {
+        Some(r) => shared.metrics.route(r, &snap.rate_limits.global),
+        None => shared.metrics.unrouted(),
+    };
+    route_metrics.answered(status, started.elapsed(), exchange.upstream);
+    if let Some(uri) = uri {
+        *access = Some(AccessLine {
+            started,
+            method,
+            uri,
+            client_ip,
+            request_id: request_id.clone(),
+            status,
+            region: resp.headers().get(&super::X_AETHER_REGION).cloned(),
+            endpoint: resp.body().endpoint(),
+            exchange,
+            bytes_out: 0,
+            log: snap.access_log,
+            #[cfg(feature = "otel")]
+            export: shared.otel.clone(),
+        });
+    }
     resp.headers_mut().insert(&X_REQUEST_ID, request_id);
     // Every answer of a limited route says where the client stands, the
     // 429 and upstream errors included.
@@ -146,6 +196,7 @@ pub(crate) async fn handle(
     resp
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn proxy(
     snap: &Snapshot,
     shared: &Shared,
@@ -153,6 +204,7 @@ async fn proxy(
     client_ip: IpAddr,
     request_id: &HeaderValue,
     rate_status: &mut Option<RateLimitStatus>,
+    exchange: &mut Exchange,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Error> {
     // Framing and authority first: a request we would refuse anyway gets no
@@ -173,6 +225,8 @@ async fn proxy(
         Lookup::Route(m) => m,
     };
     let route = m.entry;
+    exchange.route = Some(Arc::clone(route));
+    let route_metrics = shared.metrics.route(route, &snap.rate_limits.global);
     // The consistent-hash key, while the path parameters are at hand.
     let mut hash = match &route.policy.hash_key {
         Some(HashKey::Param(p)) => m.params.get(p).map(|v| stable_hash(v.as_bytes())),
@@ -187,6 +241,7 @@ async fn proxy(
         Some(auth) => authorize(auth, &route.policy.auth, req.headers()).await?,
         None => None,
     };
+    exchange.user = verified.as_ref().map(|v| Arc::clone(&v.token));
 
     if let (Some(HashKey::User), Some(v)) = (&route.policy.hash_key, &verified) {
         hash = Some(stable_hash(v.token.subject.as_bytes()));
@@ -206,7 +261,7 @@ async fn proxy(
             .rate_limit
             .iter()
             .chain(&snap.rate_limits.global);
-        rate_limit(rules, &inputs, rate_status).await?;
+        rate_limit(rules, &inputs, rate_status, route_metrics).await?;
     }
 
     // Routes the gateway answers itself, after auth and limits like any other.
@@ -308,6 +363,10 @@ async fn proxy(
     };
     hdrs.insert(&X_REAL_IP, real_ip);
     hdrs.insert(&X_REQUEST_ID, request_id.clone());
+    let (trace, incoming_parent) =
+        crate::metrics::traceparent::propagate(hdrs, shared.exports_spans());
+    exchange.trace = Some(trace);
+    exchange.incoming_parent = incoming_parent;
 
     let ctx = DispatchContext {
         route: Arc::clone(route),
@@ -318,10 +377,16 @@ async fn proxy(
         parts,
         RequestBody::streaming(body, limit, snap.client_body_timeout),
     );
-    let mut resp = snap
+    if snap.access_log {
+        exchange.body = upstream_req.body().progress();
+    }
+    let sent = std::time::Instant::now();
+    let resp = snap
         .dispatcher
         .dispatch_hinted(ctx, upstream_req, hints)
-        .await?;
+        .await;
+    exchange.upstream = Some(sent.elapsed());
+    let mut resp = resp?;
     // A session gets its home region once, from a choice made for
     // proximity; an existing home is never rewritten (it is ignored while
     // it cannot serve, and used again once it can). A failover, a pinned
@@ -348,9 +413,11 @@ async fn proxy(
         let idle = shared.tunnel_idle_timeout;
         // The tunnel keeps the connection's slot until it closes.
         let slot = Arc::clone(&conn.slot);
+        let open = crate::metrics::GaugeGuard::inc(&shared.metrics.websockets);
         shared.tunnels.spawn(async move {
             let _slot = slot;
             let _in_flight = in_flight;
+            let _open = open;
             let tunnel = async move {
                 let (client, upstream) = tokio::try_join!(on_client, on_upstream)?;
                 super::tunnel::run(TokioIo::new(client), TokioIo::new(upstream), idle).await?;
@@ -402,11 +469,13 @@ async fn rate_limit<'a>(
     rules: impl Iterator<Item = &'a SharedRule>,
     inputs: &KeyInputs<'_>,
     out: &mut Option<RateLimitStatus>,
+    metrics: &crate::metrics::RouteMetrics,
 ) -> Result<(), Error> {
     let mut tightest: Option<RateLimitStatus> = None;
     let mut retry_after: Option<u64> = None;
-    for rule in rules {
+    for (i, rule) in rules.enumerate() {
         let s = rule.check(inputs).await;
+        metrics.rate_limited(i, s.allowed);
         if !s.allowed {
             let secs = s.retry_after_seconds().max(1);
             retry_after = Some(retry_after.map_or(secs, |r| r.max(secs)));

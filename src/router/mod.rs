@@ -284,6 +284,8 @@ pub struct RouteEntry {
     pub policy: RoutePolicy,
     /// Position in registration order (stable id for logs and metrics).
     pub id: usize,
+    /// The route's metric handles, resolved on its first request.
+    pub(crate) metrics: crate::metrics::RouteSlot,
 }
 
 /// Why a route could not be added.
@@ -450,7 +452,12 @@ impl Router {
         let id = self.routes.len();
         entry.by_method[route.method.index()] = Some(id);
         entry.compute_allow();
-        self.routes.push(Arc::new(RouteEntry { route, policy, id }));
+        self.routes.push(Arc::new(RouteEntry {
+            route,
+            policy,
+            id,
+            metrics: Default::default(),
+        }));
         Ok(id)
     }
 

@@ -313,6 +313,14 @@ async fn serve(
         tunnel_idle_timeout: settings.tunnel_idle_timeout,
         relay,
         reload,
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+        #[cfg(feature = "otel")]
+        otel: settings.log.otlp_endpoint.as_deref().and_then(|endpoint| {
+            crate::metrics::otel::SpanExport::start(endpoint, tokio::runtime::Handle::current())
+                .map(Arc::new)
+                .inspect_err(|e| tracing::error!(error = %e, "no span export"))
+                .ok()
+        }),
     });
     spawn_sweeper(Arc::clone(&shared), background.clone());
     tokio::spawn(reload::run(
@@ -400,6 +408,12 @@ async fn serve(
         hard_stop.cancel();
         connections.wait().await;
         shared.tunnels.wait().await;
+    }
+    // The last spans go out before the process does. The export runs on
+    // this runtime, so the waiting happens on the blocking pool.
+    #[cfg(feature = "otel")]
+    if let Some(export) = shared.otel.clone() {
+        let _ = tokio::task::spawn_blocking(move || export.shutdown()).await;
     }
     tracing::info!("gateway stopped");
 }
@@ -492,6 +506,7 @@ async fn serve_connection<S>(
         ..
     } = &*env;
     let shared = Arc::clone(shared);
+    let _open = crate::metrics::GaugeGuard::inc(&shared.metrics.connections);
     // One Arc per connection: each request clones a single pointer. The
     // connection slot lives in it, so a WebSocket tunnel that outlives the
     // HTTP connection keeps counting against `max_connections`.
@@ -512,9 +527,11 @@ async fn serve_connection<S>(
                 // The guard ends the request when the response body is done,
                 // or when hyper drops this future (an HTTP/2 stream reset).
                 let guard = InFlight::begin(ctx);
-                let resp = pipeline::handle(&guard.0.shared, &guard.0.info, req).await;
+                let mut access = None;
+                let resp = pipeline::handle(&guard.0.shared, &guard.0.info, req, &mut access).await;
                 Ok::<_, Infallible>(resp.map(|body| Tracked {
                     body,
+                    access,
                     guard,
                     handed: false,
                 }))
@@ -693,6 +710,9 @@ impl Drop for InFlight {
 /// and tells the watchdog whether the client keeps reading it.
 struct Tracked {
     body: ResponseBody,
+    /// The request's access-log line, written when the body drops (after
+    /// the last byte, or when the client went away).
+    access: Option<crate::metrics::access::AccessLine>,
     guard: InFlight,
     /// This body handed hyper a piece and waits to be asked again.
     handed: bool,
@@ -718,6 +738,11 @@ impl http_body::Body for Tracked {
         let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
         let activity = &this.guard.0.activity;
         activity.pulled();
+        if let (Some(line), std::task::Poll::Ready(Some(Ok(frame)))) = (&mut this.access, &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            line.bytes_out += data.len() as u64;
+        }
         let handed = matches!(polled, std::task::Poll::Ready(Some(Ok(_))));
         if handed != this.handed {
             if handed {

@@ -384,6 +384,18 @@ fn restart_required(running: &ServerSettings, new: &ServerSettings) -> Vec<Strin
         reload_check_interval => "server.reload_check_interval_ms",
         admin_listen => "admin.listen",
     }
+    // The subscriber and the span exporter are the process's, set up once;
+    // `access_log` lives in the snapshot and is swapped with it.
+    let (old, log) = (&running.log, &new.log);
+    for (changed, name) in [
+        (old.format != log.format, "log.format"),
+        (old.level != log.level, "log.level"),
+        (old.otlp_endpoint != log.otlp_endpoint, "log.otlp_endpoint"),
+    ] {
+        if changed {
+            out.push(name.to_owned());
+        }
+    }
     if relay_fixed(running.relay.as_ref()) != relay_fixed(new.relay.as_ref()) {
         out.push("relay".to_owned());
     }

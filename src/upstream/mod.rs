@@ -786,6 +786,50 @@ impl Service {
         self.generation.send_modify(|g| *g += 1);
     }
 
+    /// Take what a rebuilt service can of `old`, the running service of the
+    /// same name whose settings changed (a reload): a discovering service
+    /// asking the same source starts with the endpoints `old` found (not
+    /// with none until its first answer), and an endpoint at an address
+    /// `old` also had keeps its active-check state and probe history when
+    /// both are checked (a down endpoint stays down, not "unknown" and
+    /// served, until a probe says otherwise). Pools and passive (outlier)
+    /// state start afresh: they belong to the old settings.
+    pub(crate) fn inherit(&self, old: &Service) {
+        if let (Some(new_source), Some(old_source)) = (&self.discovery, &old.discovery)
+            && self.set.load().endpoints.is_empty()
+            && new_source.describe() == old_source.describe()
+        {
+            let found: Vec<discovery::Discovered> = old
+                .endpoints()
+                .endpoints
+                .iter()
+                .map(|e| discovery::Discovered {
+                    address: e.address,
+                    weight: e.weight(),
+                })
+                .collect();
+            if !found.is_empty() {
+                self.update_endpoints(&found);
+            }
+        }
+        if self.health_check.is_none() || old.health_check.is_none() {
+            return;
+        }
+        let old_set = old.endpoints();
+        let by_address: std::collections::HashMap<SocketAddr, &Arc<Endpoint>> =
+            old_set.endpoints.iter().map(|e| (e.address, e)).collect();
+        for e in &self.endpoints().endpoints {
+            let Some(was) = by_address.get(&e.address) else {
+                continue;
+            };
+            e.set_health_state(was.health_state());
+            e.probe_rtt_us
+                .store(was.probe_rtt_us.load(Ordering::Relaxed), Ordering::Relaxed);
+            let record = was.record.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            *e.record.lock().unwrap_or_else(|p| p.into_inner()) = record;
+        }
+    }
+
     /// Choose an endpoint of `set` not in `tried`, now.
     ///
     /// # Errors
@@ -1157,6 +1201,11 @@ impl InFlight {
             endpoint: Arc::clone(endpoint),
             started: now,
         }
+    }
+
+    /// The endpoint's address.
+    pub(crate) fn endpoint_address(&self) -> SocketAddr {
+        self.endpoint.address
     }
 
     /// The response headers arrived: feed the latency estimate.

@@ -8,6 +8,7 @@
 //! health and circuit-breaking work sees every connection of an endpoint.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -117,6 +118,10 @@ pub struct Pool {
     config: PoolConfig,
     idle: Mutex<Vec<Idle>>,
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    /// HTTP/1.1 requests sent on a new connection and on a pooled one
+    /// (read by `/metrics`).
+    h1_new: AtomicU64,
+    h1_reused: AtomicU64,
 }
 
 impl std::fmt::Debug for Pool {
@@ -139,12 +144,22 @@ impl Pool {
             config,
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
+            h1_new: AtomicU64::new(0),
+            h1_reused: AtomicU64::new(0),
         })
     }
 
     /// Its limits.
     pub fn config(&self) -> &PoolConfig {
         &self.config
+    }
+
+    /// HTTP/1.1 requests sent on a new connection, and on a pooled one.
+    pub fn h1_connections(&self) -> (u64, u64) {
+        (
+            self.h1_new.load(Ordering::Relaxed),
+            self.h1_reused.load(Ordering::Relaxed),
+        )
     }
 
     /// Idle HTTP/1.1 connections currently held.
@@ -283,7 +298,10 @@ impl Pool {
         loop {
             attempts += 1;
             let (conn, reused) = match self.take_idle().filter(|_| !fresh_only) {
-                Some(c) => (c, true),
+                Some(c) => {
+                    self.h1_reused.fetch_add(1, Ordering::Relaxed);
+                    (c, true)
+                }
                 None if attempts > MAX_UNSENT_ATTEMPTS => {
                     return Err(SendError::Connect {
                         request: Box::new(req),
@@ -296,7 +314,10 @@ impl Pool {
                 // Boxed: the connect path is rare and its future is large;
                 // inline it would bloat (and memcpy) every request's future.
                 None => match Box::pin(self.connect()).await {
-                    Ok(s) => (h1::Conn::new(s), false),
+                    Ok(s) => {
+                        self.h1_new.fetch_add(1, Ordering::Relaxed);
+                        (h1::Conn::new(s), false)
+                    }
                     Err(error) => {
                         return Err(SendError::Connect {
                             request: Box::new(req),

@@ -1,0 +1,307 @@
+//! W3C Trace Context (`traceparent`): parsed strictly, continued with the
+//! gateway's own span id, or started when absent or invalid.
+//!
+//! ```
+//! use aether_gateway::metrics::traceparent::TraceParent;
+//! let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+//! let parsed = TraceParent::parse(incoming.as_bytes()).unwrap();
+//! let child = parsed.child();
+//! assert_eq!(child.trace_id, parsed.trace_id);
+//! assert_ne!(child.parent_id, parsed.parent_id);
+//! ```
+
+use http::HeaderValue;
+
+/// The `traceparent` header.
+pub static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+/// The `tracestate` header.
+pub static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
+/// One `traceparent` value: version 00's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    /// 16 bytes, not all zero.
+    pub trace_id: [u8; 16],
+    /// The span id of the sender, 8 bytes, not all zero.
+    pub parent_id: [u8; 8],
+    /// Trace flags (bit 0: sampled).
+    pub flags: u8,
+}
+
+/// Why a `traceparent` value was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TraceParentError {
+    /// Not `version-traceid-parentid-flags` with the right lengths.
+    #[error("malformed traceparent")]
+    Malformed,
+    /// A field is not lowercase hex.
+    #[error("traceparent field is not lowercase hex")]
+    NotHex,
+    /// Version `ff` is forbidden.
+    #[error("traceparent version ff is invalid")]
+    Version,
+    /// The trace id or the parent id is all zeros.
+    #[error("traceparent id is all zeros")]
+    ZeroId,
+}
+
+fn hex_nibble(b: u8) -> Result<u8, TraceParentError> {
+    match b {
+        b'0'..=b'9' => Ok(b - b'0'),
+        b'a'..=b'f' => Ok(b - b'a' + 10),
+        _ => Err(TraceParentError::NotHex),
+    }
+}
+
+fn hex_into(src: &[u8], out: &mut [u8]) -> Result<(), TraceParentError> {
+    for (o, pair) in out.iter_mut().zip(src.chunks_exact(2)) {
+        *o = hex_nibble(pair[0])? << 4 | hex_nibble(pair[1])?;
+    }
+    Ok(())
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn hex_out(src: &[u8], out: &mut [u8]) {
+    for (i, b) in src.iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    }
+}
+
+impl TraceParent {
+    /// Parse a header value (W3C Trace Context §3.2): version 00 exactly
+    /// 55 bytes; a later version at least that, its extra fields after a
+    /// `-` ignored; lowercase hex; no all-zero id; version `ff` refused.
+    ///
+    /// # Errors
+    /// [`TraceParentError`] saying what is wrong.
+    pub fn parse(v: &[u8]) -> Result<Self, TraceParentError> {
+        if v.len() < 55 {
+            return Err(TraceParentError::Malformed);
+        }
+        let mut version = [0u8; 1];
+        hex_into(&v[0..2], &mut version)?;
+        if version[0] == 0xff {
+            return Err(TraceParentError::Version);
+        }
+        if (version[0] == 0 && v.len() != 55) || (v.len() > 55 && v[55] != b'-') {
+            return Err(TraceParentError::Malformed);
+        }
+        if v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+            return Err(TraceParentError::Malformed);
+        }
+        let mut tp = TraceParent {
+            trace_id: [0; 16],
+            parent_id: [0; 8],
+            flags: 0,
+        };
+        hex_into(&v[3..35], &mut tp.trace_id)?;
+        hex_into(&v[36..52], &mut tp.parent_id)?;
+        let mut flags = [0u8; 1];
+        hex_into(&v[53..55], &mut flags)?;
+        tp.flags = flags[0];
+        if tp.trace_id == [0; 16] || tp.parent_id == [0; 8] {
+            return Err(TraceParentError::ZeroId);
+        }
+        Ok(tp)
+    }
+
+    /// A new trace: random ids (never zero), not sampled.
+    pub fn new_root() -> Self {
+        TraceParent {
+            trace_id: nonzero_u128().to_be_bytes(),
+            parent_id: nonzero_u64().to_be_bytes(),
+            flags: 0,
+        }
+    }
+
+    /// The same trace with the gateway's span as the parent; flags kept.
+    pub fn child(&self) -> Self {
+        TraceParent {
+            parent_id: nonzero_u64().to_be_bytes(),
+            ..*self
+        }
+    }
+
+    /// The trace id as 32 lowercase hex digits.
+    pub fn trace_id_hex(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        hex_out(&self.trace_id, &mut out);
+        out
+    }
+
+    /// The version-00 header value.
+    pub fn header_value(&self) -> HeaderValue {
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_out(&self.trace_id, &mut out[3..35]);
+        hex_out(&self.parent_id, &mut out[36..52]);
+        hex_out(&[self.flags], &mut out[53..55]);
+        HeaderValue::from_bytes(&out).expect("hex and dashes are a valid header value")
+    }
+}
+
+fn nonzero_u128() -> u128 {
+    loop {
+        let v = fastrand::u128(..);
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+fn nonzero_u64() -> u64 {
+    loop {
+        let v = fastrand::u64(..);
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+/// Set the upstream request's `traceparent` from the client's: a valid
+/// one is continued (same trace, the gateway's span as parent), anything
+/// else replaced by a new trace (flagged sampled when `sample_roots`: the
+/// gateway exports its spans), whose `tracestate` (belonging to the
+/// refused trace) is dropped. Returns the trace the request is part of and
+/// the client's span id, when it sent a valid one.
+pub fn propagate(
+    headers: &mut http::HeaderMap,
+    sample_roots: bool,
+) -> (TraceParent, Option<[u8; 8]>) {
+    let mut all = headers.get_all(&TRACEPARENT).iter();
+    // Two traceparent headers are as good as none (§3.2: one value).
+    let incoming = match (all.next(), all.next()) {
+        (Some(v), None) => TraceParent::parse(v.as_bytes()).ok(),
+        _ => None,
+    };
+    let tp = match incoming {
+        Some(p) => p.child(),
+        None => {
+            headers.remove(&TRACESTATE);
+            TraceParent {
+                flags: u8::from(sample_roots),
+                ..TraceParent::new_root()
+            }
+        }
+    };
+    headers.insert(&TRACEPARENT, tp.header_value());
+    (tp, incoming.map(|p| p.parent_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const GOOD: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn parses_the_spec_example() {
+        let tp = TraceParent::parse(GOOD.as_bytes()).unwrap();
+        assert_eq!(&tp.trace_id_hex(), b"4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            tp.parent_id,
+            [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]
+        );
+        assert_eq!(tp.flags, 1);
+        assert_eq!(tp.header_value(), GOOD);
+    }
+
+    #[test]
+    fn refuses_what_the_spec_refuses() {
+        use TraceParentError::*;
+        let cases: &[(&str, TraceParentError)] = &[
+            ("", Malformed),
+            (&GOOD[..54], Malformed),
+            (&format!("{GOOD}-"), Malformed),
+            (&GOOD.to_uppercase(), NotHex),
+            (&GOOD.replacen("00-", "ff-", 1), Version),
+            (
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                ZeroId,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                ZeroId,
+            ),
+            (
+                "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                Malformed,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+                NotHex,
+            ),
+        ];
+        for (v, want) in cases {
+            assert_eq!(TraceParent::parse(v.as_bytes()), Err(*want), "{v:?}");
+        }
+        // A later version may carry more fields after a dash.
+        let v1 = format!("{}-extra", GOOD.replacen("00-", "01-", 1));
+        assert!(TraceParent::parse(v1.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn propagate_continues_or_replaces() {
+        let mut h = http::HeaderMap::new();
+        h.insert(&TRACEPARENT, HeaderValue::from_static(GOOD));
+        h.insert(&TRACESTATE, HeaderValue::from_static("a=1"));
+        let (tp, parent) = propagate(&mut h, false);
+        assert_eq!(&tp.trace_id_hex(), b"4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            parent,
+            Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+        );
+        assert_eq!(h[&TRACESTATE], "a=1");
+        assert_ne!(h[&TRACEPARENT], GOOD);
+
+        let mut h = http::HeaderMap::new();
+        h.insert(&TRACEPARENT, HeaderValue::from_static("junk"));
+        h.insert(&TRACESTATE, HeaderValue::from_static("a=1"));
+        let (tp, parent) = propagate(&mut h, true);
+        assert_eq!(parent, None);
+        assert_eq!(tp.flags, 1);
+        assert!(h.get(&TRACESTATE).is_none());
+        assert_eq!(TraceParent::parse(h[&TRACEPARENT].as_bytes()), Ok(tp));
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(v in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let _ = TraceParent::parse(&v);
+        }
+
+        #[test]
+        fn encode_parse_round_trip(t in any::<u128>(), p in any::<u64>(), f in any::<u8>()) {
+            prop_assume!(t != 0 && p != 0);
+            let tp = TraceParent { trace_id: t.to_be_bytes(), parent_id: p.to_be_bytes(), flags: f };
+            prop_assert_eq!(TraceParent::parse(tp.header_value().as_bytes()), Ok(tp));
+        }
+
+        #[test]
+        fn accepted_values_are_lowercase_hex_of_the_right_shape(
+            v in "[0-9a-fA-F-]{55}"
+        ) {
+            if let Ok(tp) = TraceParent::parse(v.as_bytes()) {
+                prop_assert!(v.bytes().all(|b| !b.is_ascii_uppercase()));
+                prop_assert_ne!(tp.trace_id, [0; 16]);
+                prop_assert_ne!(tp.parent_id, [0; 8]);
+                if v.starts_with("00") {
+                    prop_assert_eq!(tp.header_value(), v.as_str());
+                }
+            }
+        }
+
+        #[test]
+        fn a_changed_character_is_refused_or_kept(i in 2usize..55, c in any::<u8>()) {
+            let mut v = GOOD.as_bytes().to_vec();
+            v[i] = c;
+            if let Ok(tp) = TraceParent::parse(&v) {
+                // Only a valid hex digit in an id or flag position survives.
+                prop_assert!(matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+                prop_assert_eq!(tp.header_value().as_bytes().to_vec(), v);
+            }
+        }
+    }
+}

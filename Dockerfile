@@ -3,12 +3,18 @@
 #
 #   docker build -t aether-gateway .
 #   docker run --rm -p 8080:8080 -p 3478:3478/udp \
-#     -v "$PWD/gateway.toml:/etc/aether-gateway/gateway.toml:ro" aether-gateway
+#     -v "$PWD/config:/etc/aether-gateway:ro" aether-gateway
 #
-# In a container the config must listen on 0.0.0.0 (or [::]), not on
-# 127.0.0.1; keep [admin] on loopback unless a token_env is set (see
-# docs/configuration.md). Reload with `docker kill -s HUP <container>`, or by
-# changing the mounted file (watched every second by default).
+# Mount the config's directory, not the file: a file replaced by rename (as
+# editors and ConfigMaps do) is not seen through a single-file bind mount,
+# and the files the config names by relative paths (certificates, a
+# token_file) live beside it. In a container the config must listen on
+# 0.0.0.0 (or [::]), not on 127.0.0.1. The admin API on loopback is out of
+# reach from outside the container: for orchestrator probes (/healthz and
+# /readyz need no token) set [admin] listen = "0.0.0.0:9901",
+# allow_remote = true and a token_file (see docs/configuration.md). Reload
+# with `docker kill -s HUP <container>`, or by changing the mounted file
+# (watched every second by default).
 
 FROM rust:1-slim-bookworm AS build
 # aws-lc-rs (rustls' crypto) builds a C library: it wants cmake and a C

@@ -175,6 +175,11 @@ fn run(cfg: GatewayConfig, path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let scheme = if cfg.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     rt.block_on(async move {
         match BackendRuntime::from_config(cfg)
             .with_config_file(path)
@@ -182,8 +187,9 @@ fn run(cfg: GatewayConfig, path: PathBuf) -> ExitCode {
             .await
         {
             Ok(gw) => {
-                // Tests and scripts wait for this exact line.
-                println!("aether-gateway listening on http://{}", gw.local_addr());
+                // Tests and scripts wait for this exact line (plain text
+                // on stdout, whatever the log format).
+                println!("aether-gateway listening on {scheme}://{}", gw.local_addr());
                 if let Some(a) = gw.admin_addr() {
                     println!("admin API on http://{a}");
                 }

@@ -122,7 +122,10 @@ async fn demo_proxies_real_requests() {
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("demo prints its address");
-        if let Some(a) = line.strip_prefix("aether-gateway listening on http://") {
+        if let Some(a) = line
+            .strip_prefix("aether-gateway listening on http://")
+            .or_else(|| line.strip_prefix("aether-gateway listening on https://"))
+        {
             break a.parse().unwrap();
         }
     };

@@ -600,6 +600,14 @@ async fn an_admin_api_without_a_token_refuses_web_pages() {
         let r = call("GET", "/admin/config", vec![("host", host)]).await;
         assert_eq!(r.status, StatusCode::OK, "{host}");
     }
+    for hosts in [
+        vec![("host", "localhost:80@rebind.evil.example")],
+        vec![("host", "127.0.0.1"), ("host", "rebind.evil.example")],
+        vec![("host", "[::1")],
+    ] {
+        let r = call("GET", "/admin/config", hosts.clone()).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{hosts:?}");
+    }
     // Probes are answered whatever the Host.
     let r = call("GET", "/healthz", vec![("host", "rebind.evil.example")]).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -761,4 +769,26 @@ async fn a_changed_discovering_service_keeps_its_endpoints_until_dns_answers() {
     assert_eq!(c["config"]["services"][0]["connect_timeout_ms"], 1500);
     let r = http1(gw.local_addr(), get("/api/v1/worlds/1")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", body_of(&r));
+}
+
+/// An explicit reload reads the file: the watcher does not read the same
+/// change a second time (which would double the generation and the
+/// reload counters).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_reload_is_not_followed_by_a_file_change_reload_of_the_same_file() {
+    let up = Upstream::start("world-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let watched = "reload_on_change = true\nreload_check_interval_ms = 100";
+    let (gw, path) = from_file(dir.path(), &base(up.addr, watched, "")).await;
+    std::fs::write(&path, base(up.addr, watched, ASSETS_ROUTE)).unwrap();
+    let r = post_reload(&gw).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", body_of(&r));
+    assert_eq!(r.json()["generation"], 2);
+    // An absence, so a window rather than a condition: six watcher
+    // intervals, in which the old behaviour reloaded again after two.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let c = support::admin(&gw, "/admin/config").await.json();
+    assert_eq!(c["generation"], 2, "{}", c["last_attempt"]);
+    assert_eq!(c["reloads"], 1);
+    assert_eq!(c["last_attempt"]["trigger"], "admin");
 }

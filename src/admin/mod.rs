@@ -171,7 +171,7 @@ async fn handle(
     {
         let mut r = json(
             StatusCode::UNAUTHORIZED,
-            &serde_json::json!({"error": "this admin API needs Authorization: Bearer <token> ([admin] token_env)"}),
+            &serde_json::json!({"error": "this admin API needs Authorization: Bearer <token> ([admin] token_env or token_file)"}),
         );
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -230,19 +230,26 @@ fn foreign(headers: &http::HeaderMap, loopback: bool) -> Option<&'static str> {
     if !loopback {
         return None;
     }
-    let host = headers.get(header::HOST)?.to_str().ok()?;
-    let name = match host.strip_prefix('[') {
-        Some(v6) => {
-            return v6
-                .split(']')
-                .next()?
-                .parse::<std::net::Ipv6Addr>()
-                .is_err()
-                .then_some(BAD_HOST);
-        }
-        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-    };
-    let ok = name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok();
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next()?;
+    if hosts.next().is_some() {
+        return Some(BAD_HOST);
+    }
+    // The strict form: `host[:port]`, nothing before an `@`.
+    let ok = host
+        .to_str()
+        .ok()
+        .filter(|h| !h.contains('@'))
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .is_some_and(|a| {
+            let name = a.host();
+            name.eq_ignore_ascii_case("localhost")
+                || name.parse::<std::net::Ipv4Addr>().is_ok()
+                || name
+                    .strip_prefix('[')
+                    .and_then(|v6| v6.strip_suffix(']'))
+                    .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok())
+        });
     (!ok).then_some(BAD_HOST)
 }
 
@@ -337,8 +344,9 @@ fn redact(v: &mut serde_json::Value) {
 }
 
 /// A URL's secrets out: `scheme://user:<redacted>@host…` (the userinfo ends
-/// at the last `@` before the path), and the values of query parameters
-/// that name a secret. `None` when there is nothing to hide.
+/// at the last `@` before the path; `secret@host` becomes
+/// `<redacted>@host`), and the values of query parameters that name a
+/// secret or a signature. `None` when there is nothing to hide.
 pub(crate) fn redact_url(s: &str) -> Option<String> {
     let (scheme, rest) = s.split_once("://")?;
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -347,8 +355,12 @@ pub(crate) fn redact_url(s: &str) -> Option<String> {
     let authority = match authority.rfind('@') {
         Some(at) => {
             changed = true;
-            let user = authority[..at].split(':').next().unwrap_or_default();
-            format!("{user}:<redacted>@{}", &authority[at + 1..])
+            // `user:password@`: the user stays; a lone `secret@` (Redis's
+            // password-only form) is all secret.
+            match authority[..at].split_once(':') {
+                Some((user, _)) => format!("{user}:<redacted>@{}", &authority[at + 1..]),
+                None => format!("<redacted>@{}", &authority[at + 1..]),
+            }
         }
         None => authority.to_owned(),
     };
@@ -362,7 +374,18 @@ pub(crate) fn redact_url(s: &str) -> Option<String> {
                 .split('&')
                 .map(|kv| match kv.split_once('=') {
                     Some((k, _))
-                        if ["pass", "secret", "token", "key", "auth", "credential"]
+                        // `sig`: S3 pre-signed (X-Amz-Signature) and
+                        // Azure SAS (sig) URLs carry their secret there.
+                        if [
+                            "pass",
+                            "secret",
+                            "token",
+                            "key",
+                            "auth",
+                            "credential",
+                            "sig",
+                            "session",
+                        ]
                             .iter()
                             .any(|w| k.to_ascii_lowercase().contains(w)) =>
                     {
@@ -513,6 +536,19 @@ mod tests {
             Some("redis+unix:///run/redis.sock?db=0&pass=<redacted>")
         );
         assert_eq!(redact_url("https://idp.example/jwks.json?v=2"), None);
+        assert_eq!(
+            redact_url("redis://hunter2@cache:6379").as_deref(),
+            Some("redis://<redacted>@cache:6379")
+        );
+        assert_eq!(
+            redact_url(
+                "https://b.s3.example/jwks.json?X-Amz-Signature=abc&X-Amz-Expires=60&sig=def"
+            )
+            .as_deref(),
+            Some(
+                "https://b.s3.example/jwks.json?X-Amz-Signature=<redacted>&X-Amz-Expires=60&sig=<redacted>"
+            )
+        );
         assert_eq!(v["admin"]["token_env"], "AETHER_ADMIN_TOKEN");
         assert_eq!(v["admin"]["token"], "<redacted>");
     }

@@ -111,7 +111,7 @@ pub(super) fn build(
     let mut set = KeySet::new();
     if let Some(f) = &a.jwks_file {
         let path = resolve(cx, f.get_ref());
-        let doc = std::fs::read(&path).map_err(|e| {
+        let doc = super::files::read_capped(&path, super::files::MAX_PEM_BYTES).map_err(|e| {
             cx.spanned(
                 f,
                 "auth.jwks_file",
@@ -310,7 +310,7 @@ fn static_key(
             ));
         }
         let path = resolve(cx, p.get_ref());
-        let pem = std::fs::read(&path).map_err(|e| {
+        let pem = super::files::read_capped(&path, super::files::MAX_PEM_BYTES).map_err(|e| {
             cx.spanned(
                 p,
                 field("pem_file"),
@@ -332,13 +332,14 @@ fn static_key(
     } else {
         let f = k.secret_file.as_ref().expect("one source is set");
         let path = resolve(cx, f.get_ref());
-        let mut bytes = std::fs::read(&path).map_err(|e| {
-            cx.spanned(
-                f,
-                field("secret_file"),
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
+        let mut bytes =
+            super::files::read_capped(&path, super::files::MAX_SECRET_BYTES).map_err(|e| {
+                cx.spanned(
+                    f,
+                    field("secret_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
         while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             bytes.pop();
         }

@@ -223,7 +223,15 @@ pub(super) fn build(
     }
     if let Some(m) = &g.mmdb {
         let path = cx.file.parent().unwrap_or(Path::new(".")).join(m.get_ref());
-        let reader = maxminddb::Reader::open_readfile(&path).map_err(|e| {
+        let bytes =
+            super::files::read_capped(&path, super::files::MAX_MMDB_BYTES).map_err(|e| {
+                cx.spanned(
+                    m,
+                    "geo.mmdb",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+        let reader = maxminddb::Reader::from_source(bytes).map_err(|e| {
             cx.spanned(
                 m,
                 "geo.mmdb",

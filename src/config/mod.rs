@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod file;
+pub mod files;
 pub mod geo;
 pub mod log;
 pub mod ratelimit;
@@ -17,4 +18,6 @@ pub use auth::IdentityHeaders;
 pub use ratelimit::RateLimits;
 pub use reuse::Components;
 pub use snapshot::{ServerSettings, Snapshot};
-pub use validate::{ConfigError, GatewayConfig, load, parse, parse_reusing, parse_with_clock};
+pub use validate::{
+    ConfigError, GatewayConfig, load, parse, parse_reusing, parse_with_clock, read_text,
+};

@@ -58,13 +58,14 @@ fn secret(
             .into_encoded_bytes(),
         (None, Some(f)) => {
             let path = super::auth::resolve(cx, f.get_ref());
-            let mut b = std::fs::read(&path).map_err(|e| {
-                cx.spanned(
-                    f,
-                    field(file_name),
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
+            let mut b =
+                super::files::read_capped(&path, super::files::MAX_SECRET_BYTES).map_err(|e| {
+                    cx.spanned(
+                        f,
+                        field(file_name),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
             while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
                 b.pop();
             }

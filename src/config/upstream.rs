@@ -555,13 +555,19 @@ pub(super) fn admin_token(
     }
     if let Some(f) = &a.token_file {
         let path = super::auth::resolve(cx, f.get_ref());
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            cx.spanned(
-                f,
-                "admin.token_file",
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
+        let text = super::files::read_capped(&path, super::files::MAX_SECRET_BYTES)
+            .and_then(|b| {
+                String::from_utf8(b).map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")
+                })
+            })
+            .map_err(|e| {
+                cx.spanned(
+                    f,
+                    "admin.token_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
         return checked_token(
             cx,
             f,

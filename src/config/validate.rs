@@ -150,14 +150,24 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 /// # Errors
 /// A [`ConfigError`] naming the file, line and field of the first problem.
 pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.to_owned(),
-        line: 0,
-        column: 0,
-        field: String::new(),
-        message: format!("cannot read: {e}"),
-    })?;
+    let text = read_text(path)?;
     parse(&text, path)
+}
+
+/// The text of a config file (a regular file, at most
+/// [`MAX_CONFIG_BYTES`](super::files::MAX_CONFIG_BYTES), UTF-8).
+///
+/// # Errors
+/// A [`ConfigError`] saying why it cannot be used (with the line of a
+/// byte that is not UTF-8).
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+    super::files::read_config_text(path).map_err(|(line, column, message)| ConfigError {
+        file: path.to_owned(),
+        line,
+        column,
+        field: String::new(),
+        message,
+    })
 }
 
 /// Validate configuration text; `file` is used in error messages.
@@ -368,7 +378,7 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
                 [s.ca.clone(), s.cert.clone(), s.key.clone()]
             })
             .flatten()
-            .map(|p| std::fs::read(p).ok())
+            .map(|p| super::files::read_capped(&p, super::files::MAX_PEM_BYTES).ok())
             .collect();
         let fp = super::reuse::fingerprint(&(
             cx.value_text(&["services", &i.to_string()]),

@@ -105,7 +105,7 @@ pub(crate) async fn handle(
     shared: &Shared,
     conn: &ConnInfo,
     req: Request<Incoming>,
-    access: &mut Option<AccessLine>,
+    access: &mut Option<Box<AccessLine>>,
 ) -> Response<ResponseBody> {
     let started = std::time::Instant::now();
     // One snapshot for the whole request: a reload never shows half of each config.
@@ -114,7 +114,8 @@ pub(crate) async fn handle(
     let client_ip = snap.trusted_proxies.client_ip(conn.peer_ip, req.headers());
     let method = req.method().clone();
     // Shared bytes: the path is logged without copying it.
-    let uri = (snap.access_log || shared.exports_spans()).then(|| req.uri().clone());
+    let log = crate::metrics::access::enabled(&snap);
+    let uri = (log || shared.exports_spans()).then(|| req.uri().clone());
     let mut rate_status = None;
     let mut exchange = Exchange::default();
     let mut resp = match proxy(
@@ -167,7 +168,7 @@ pub(crate) async fn handle(
     };
     route_metrics.answered(status, started.elapsed(), exchange.upstream);
     if let Some(uri) = uri {
-        *access = Some(AccessLine {
+        *access = Some(Box::new(AccessLine {
             started,
             method,
             uri,
@@ -178,10 +179,10 @@ pub(crate) async fn handle(
             endpoint: resp.body().endpoint(),
             exchange,
             bytes_out: 0,
-            log: snap.access_log,
+            log,
             #[cfg(feature = "otel")]
             export: shared.otel.clone(),
-        });
+        }));
     }
     resp.headers_mut().insert(&X_REQUEST_ID, request_id);
     // Every answer of a limited route says where the client stands, the
@@ -377,7 +378,7 @@ async fn proxy(
         parts,
         RequestBody::streaming(body, limit, snap.client_body_timeout),
     );
-    if snap.access_log {
+    if crate::metrics::access::enabled(snap) {
         exchange.body = upstream_req.body().progress();
     }
     let sent = std::time::Instant::now();

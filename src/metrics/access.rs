@@ -16,6 +16,13 @@ use crate::auth::Token;
 use crate::body::BodyProgress;
 use crate::router::RouteEntry;
 
+/// Whether a request's line will be written: `[log] access_log` is on and
+/// the `access` target is not filtered out (`RUST_LOG=access=off`), so a
+/// line nobody reads is not even assembled.
+pub(crate) fn enabled(snapshot: &crate::config::Snapshot) -> bool {
+    snapshot.access_log && tracing::enabled!(target: "access", tracing::Level::INFO)
+}
+
 /// What the pipeline learnt about one request on its way through.
 #[derive(Debug, Default)]
 pub(crate) struct Exchange {
@@ -62,8 +69,7 @@ impl Drop for AccessLine {
         if let Some(export) = &self.export {
             export.record(self);
         }
-        // `RUST_LOG=access=off`: not even the fields are put together.
-        if !self.log || !tracing::enabled!(target: "access", tracing::Level::INFO) {
+        if !self.log {
             return;
         }
         let x = &self.exchange;

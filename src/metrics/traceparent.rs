@@ -116,10 +116,13 @@ impl TraceParent {
         }
     }
 
-    /// The same trace with the gateway's span as the parent; flags kept.
+    /// The same trace with the gateway's span as the parent; the sampled
+    /// flag kept, the others cleared (Trace Context Level 1 §3.2.2.5: a
+    /// participant sets the flags it does not know to zero).
     pub fn child(&self) -> Self {
         TraceParent {
             parent_id: nonzero_u64().to_be_bytes(),
+            flags: self.flags & 0x01,
             ..*self
         }
     }
@@ -240,6 +243,17 @@ mod tests {
         // A later version may carry more fields after a dash.
         let v1 = format!("{}-extra", GOOD.replacen("00-", "01-", 1));
         assert!(TraceParent::parse(v1.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn unknown_flags_are_cleared_when_continued() {
+        let tp =
+            TraceParent::parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff").unwrap();
+        assert_eq!(tp.child().flags, 0x01);
+        let tp = TraceParent::parse(b"cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-08-x")
+            .unwrap();
+        assert_eq!(tp.child().flags, 0);
+        assert!(tp.child().header_value().to_str().unwrap().ends_with("-00"));
     }
 
     #[test]

@@ -712,7 +712,9 @@ struct Tracked {
     body: ResponseBody,
     /// The request's access-log line, written when the body drops (after
     /// the last byte, or when the client went away).
-    access: Option<crate::metrics::access::AccessLine>,
+    /// Boxed: without an access log the body stays small, and hyper moves
+    /// it a few times per request.
+    access: Option<Box<crate::metrics::access::AccessLine>>,
     guard: InFlight,
     /// This body handed hyper a piece and waits to be asked again.
     handed: bool,

@@ -128,14 +128,17 @@ impl ReloadHandle {
 /// The config file and how it looked when the running config was read.
 pub(crate) struct ConfigFile {
     path: PathBuf,
-    stamp: Option<Stamp>,
+    /// How the file looked when a reload (of any trigger) last read it:
+    /// the watcher compares with this, so a SIGHUP or admin reload is not
+    /// followed by a second one for the same file.
+    stamp: Arc<Mutex<Option<Stamp>>>,
 }
 
 impl ConfigFile {
     /// Taken when the gateway starts, before any task runs: a change made
     /// after this point is a change.
     pub(crate) fn new(path: PathBuf) -> Self {
-        let stamp = stamp(&path);
+        let stamp = Arc::new(Mutex::new(stamp(&path)));
         ConfigFile { path, stamp }
     }
 
@@ -167,7 +170,7 @@ pub(crate) async fn run(
     {
         tokio::spawn(watch(
             file.path.clone(),
-            file.stamp.clone(),
+            Arc::clone(&file.stamp),
             reloader.server.reload_check_interval,
             handle.clone(),
             stop.clone(),
@@ -211,7 +214,11 @@ async fn reload_once(
         warnings: Vec::new(),
         restart_required: Vec::new(),
     };
-    let Some(file) = reloader.file.as_ref().map(|f| f.path.clone()) else {
+    let Some((file, read_stamp)) = reloader
+        .file
+        .as_ref()
+        .map(|f| (f.path.clone(), Arc::clone(&f.stamp)))
+    else {
         attempt.error = Some(
             "the gateway runs the built-in demo config: there is no file to reload (start it with --config FILE)"
                 .to_owned(),
@@ -222,8 +229,9 @@ async fn reload_once(
     let running = shared.snapshot.load_full();
     let components = running.components.clone();
     let parsed = tokio::task::spawn_blocking(move || {
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
+        // Taken before the read: a write after it is seen as a change.
+        *read_stamp.lock().unwrap_or_else(|p| p.into_inner()) = stamp(&file);
+        let text = crate::config::read_text(&file).map_err(|e| e.to_string())?;
         crate::config::parse_reusing(
             &text,
             &file,
@@ -453,7 +461,7 @@ fn stamp(path: &std::path::Path) -> Option<Stamp> {
 /// nothing.
 async fn watch(
     path: PathBuf,
-    mut seen: Option<Stamp>,
+    seen: Arc<Mutex<Option<Stamp>>>,
     interval: Duration,
     handle: ReloadHandle,
     stop: CancellationToken,
@@ -474,13 +482,15 @@ async fn watch(
             continue;
         };
         missing_said = false;
-        if seen.as_ref() == Some(&now) {
+        if seen.lock().unwrap_or_else(|p| p.into_inner()).as_ref() == Some(&now) {
             pending = None;
             continue;
         }
         if pending.as_ref() == Some(&now) {
             tracing::info!(file = %path.display(), "config file changed: reloading");
-            seen = Some(now);
+            // Set here too: until the reload task reads the file, this
+            // change is being handled.
+            *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
             pending = None;
             handle.request("file change");
         } else {

@@ -222,10 +222,11 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
 
 /// The PEM certificates of `path`, in file order.
 pub(crate) fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = std::fs::read(path).map_err(|source| TlsError::ReadCert {
-        path: path.to_owned(),
-        source,
-    })?;
+    let pem = crate::config::files::read_capped(path, crate::config::files::MAX_PEM_BYTES)
+        .map_err(|source| TlsError::ReadCert {
+            path: path.to_owned(),
+            source,
+        })?;
     let chain = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::BadCert {
@@ -243,10 +244,11 @@ pub(crate) fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
 
 /// The first PEM private key of `path`.
 pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = std::fs::read(path).map_err(|source| TlsError::ReadKey {
-        path: path.to_owned(),
-        source,
-    })?;
+    let pem = crate::config::files::read_capped(path, crate::config::files::MAX_PEM_BYTES)
+        .map_err(|source| TlsError::ReadKey {
+            path: path.to_owned(),
+            source,
+        })?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::BadKey {
         path: path.to_owned(),
         why: match e {

@@ -294,7 +294,10 @@ impl GatewayProcess {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("aether-gateway listening on http://") {
+                if let Some(url) = line
+                    .strip_prefix("aether-gateway listening on http://")
+                    .or_else(|| line.strip_prefix("aether-gateway listening on https://"))
+                {
                     let _ = tx.send(url.parse::<SocketAddr>().unwrap());
                 }
             }

@@ -54,18 +54,31 @@ fn workdir() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, certs)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxies_over_tls_and_forwards_https() {
+/// A gateway whose listener has one certificate, for `play.example`, from
+/// a new test CA; `server` goes into `[server]`, `rest` after it.
+async fn play_gateway(
+    server: &str,
+    rest: &str,
+) -> (tempfile::TempDir, TestCa, aether_gateway::RunningGateway) {
     let (dir, certs) = workdir();
     let ca = TestCa::new("Aether Test CA");
     ca.leaf(&["play.example"]).write(&certs, "play");
-    let up = Upstream::start("world-1").await;
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}{ROUTES}",
-        tls_entry("play", &["play.example"]),
-        service_toml("world-service", &[up.addr], "")
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server}{}{rest}",
+        tls_entry("play", &["play.example"])
     );
     let gw = gateway_in(dir.path(), &text).await;
+    (dir, ca, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_over_tls_and_forwards_https() {
+    let up = Upstream::start("world-1").await;
+    let (_dir, ca, gw) = play_gateway(
+        "",
+        &format!("{}{ROUTES}", service_toml("world-service", &[up.addr], "")),
+    )
+    .await;
 
     let s = t::connect(
         gw.local_addr(),
@@ -147,16 +160,12 @@ async fn sni_picks_the_certificate_and_the_first_is_the_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alpn_h2_serves_http2() {
-    let (dir, certs) = workdir();
-    let ca = TestCa::new("Aether Test CA");
-    ca.leaf(&["play.example"]).write(&certs, "play");
     let up = Upstream::start("world-1").await;
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}{}{ROUTES}",
-        tls_entry("play", &["play.example"]),
-        service_toml("world-service", &[up.addr], "")
-    );
-    let gw = gateway_in(dir.path(), &text).await;
+    let (_dir, ca, gw) = play_gateway(
+        "",
+        &format!("{}{ROUTES}", service_toml("world-service", &[up.addr], "")),
+    )
+    .await;
 
     let s = t::connect(
         gw.local_addr(),
@@ -182,14 +191,7 @@ async fn alpn_h2_serves_http2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls12_and_tls13_negotiate_older_is_refused() {
-    let (dir, certs) = workdir();
-    let ca = TestCa::new("Aether Test CA");
-    ca.leaf(&["play.example"]).write(&certs, "play");
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}",
-        tls_entry("play", &["play.example"])
-    );
-    let gw = gateway_in(dir.path(), &text).await;
+    let (_dir, ca, gw) = play_gateway("", "").await;
     for (v, want) in [
         (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
         (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
@@ -314,14 +316,7 @@ async fn rotated_certificate_is_picked_up_and_a_bad_one_keeps_the_old() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_client_is_cut_at_the_header_read_timeout() {
-    let (dir, certs) = workdir();
-    let ca = TestCa::new("Aether Test CA");
-    ca.leaf(&["play.example"]).write(&certs, "play");
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nheader_read_timeout_ms = 300\n{}",
-        tls_entry("play", &["play.example"])
-    );
-    let gw = gateway_in(dir.path(), &text).await;
+    let (_dir, ca, gw) = play_gateway("header_read_timeout_ms = 300\n", "").await;
     let started = std::time::Instant::now();
     let mut silent = TcpStream::connect(gw.local_addr()).await.unwrap();
     // Other clients are served meanwhile: the handshake is not in the accept loop.

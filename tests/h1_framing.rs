@@ -677,3 +677,42 @@ async fn a_reused_connection_that_dies_unanswered_is_retried_fresh_for_idempoten
     assert!(is_502_json(&r), "{r:?}");
     assert_eq!(acc.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn hop_by_hop_response_fields_are_dropped_by_name_and_by_connection() {
+    // Only fixed names (Connection says keep-alive): dropped as the head is read.
+    let r = case(
+        keep(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nProxy-Authenticate: Basic\r\nUpgrade: h2c\r\nTrailer: x-sum\r\nx-end-to-end: kept\r\ncontent-length: 2\r\n\r\nok"),
+        "GET",
+        true,
+    )
+    .await;
+    assert_eq!(r.0, StatusCode::OK);
+    for h in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "upgrade",
+    ] {
+        assert_eq!(r.1.get(h), None, "{h} reached the client");
+    }
+    assert_eq!(r.1.get("x-end-to-end").unwrap(), "kept");
+    // Trailer is end to end on responses.
+    assert_eq!(r.1.get("trailer").unwrap(), "x-sum");
+    assert_eq!(r.2.unwrap(), Bytes::from_static(b"ok"));
+
+    // Connection naming another field, and TE: the full hygiene pass.
+    let r = case(
+        keep(b"HTTP/1.1 200 OK\r\nConnection: x-hop, keep-alive\r\nx-hop: secret\r\nTE: trailers\r\nKeep-Alive: timeout=5\r\nx-end-to-end: kept\r\ncontent-length: 2\r\n\r\nok"),
+        "GET",
+        true,
+    )
+    .await;
+    assert_eq!(r.0, StatusCode::OK);
+    for h in ["connection", "x-hop", "keep-alive"] {
+        assert_eq!(r.1.get(h), None, "{h} reached the client");
+    }
+    assert_eq!(r.1.get("te").unwrap(), "trailers");
+    assert_eq!(r.1.get("x-end-to-end").unwrap(), "kept");
+}

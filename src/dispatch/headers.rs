@@ -37,6 +37,12 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 8] {
     ]
 }
 
+/// True for a hop-by-hop header that is one by name alone (not counting
+/// those a `Connection` header lists).
+pub fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
+    fixed_hop_by_hop().contains(&name)
+}
+
 /// Headers through which a client could claim another address, scheme,
 /// host, path or method than the one the gateway saw and routed. Always
 /// removed: the method and path overrides (a route allowing POST must not

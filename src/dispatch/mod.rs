@@ -14,7 +14,7 @@ pub mod tunnel;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use http::{Request, Response, StatusCode, Version, header};
 
 use crate::auth::Token;
 use crate::body::{BodyError, RequestBody, ResponseBody};
@@ -203,24 +203,26 @@ impl Dispatcher {
         ctx: DispatchContext,
         request: Request<RequestBody>,
     ) -> Result<Response<ResponseBody>, Error> {
-        self.dispatch_hinted(ctx, request, None).await
+        let upgrade = headers::is_websocket_upgrade(request.method(), request.headers());
+        self.dispatch_hinted(ctx, request, None, upgrade).await
     }
 
     /// [`Dispatcher::dispatch`] with the client's region and sticky region
     /// already resolved (the pipeline's way: no name lookup, no request
-    /// extension to allocate).
+    /// extension to allocate), and whether the request is a WebSocket
+    /// handshake (`headers::is_websocket_upgrade`) already known.
     pub(crate) async fn dispatch_hinted(
         &self,
         ctx: DispatchContext,
         request: Request<RequestBody>,
         hints: Option<GeoHints>,
+        mut upgrade: bool,
     ) -> Result<Response<ResponseBody>, Error> {
         let service = self
             .services
             .get(&ctx.route.route.target)
             .ok_or(Error::NoEndpoint)?;
         let mut request = request;
-        let mut upgrade = headers::is_websocket_upgrade(request.method(), request.headers());
         if upgrade && service.protocol == UpstreamProtocol::H2c {
             // HTTP/2 upstreams cannot take an HTTP/1.1 upgrade: send it as a
             // plain request and let the service answer it.
@@ -549,19 +551,24 @@ fn address_request(
     service: &Service,
     endpoint: &Endpoint,
 ) -> Result<(), Error> {
-    let host: Option<HeaderValue> = match &service.host {
-        HostPolicy::Preserve => req.headers().get(header::HOST).cloned(),
-        HostPolicy::Endpoint => Some(endpoint.host_value.clone()),
-        HostPolicy::Fixed(v) => Some(v.clone()),
-    };
     match service.protocol {
         UpstreamProtocol::Http1 => {
             *req.version_mut() = Version::HTTP_11;
-            let value = host.unwrap_or_else(|| endpoint.host_value.clone());
+            let value = match &service.host {
+                // The client's Host stays where it is.
+                HostPolicy::Preserve if req.headers().contains_key(header::HOST) => return Ok(()),
+                HostPolicy::Preserve | HostPolicy::Endpoint => endpoint.host_value.clone(),
+                HostPolicy::Fixed(v) => v.clone(),
+            };
             req.headers_mut().insert(header::HOST, value);
         }
         UpstreamProtocol::H2c => {
             *req.version_mut() = Version::HTTP_2;
+            let host = match &service.host {
+                HostPolicy::Preserve => req.headers().get(header::HOST),
+                HostPolicy::Endpoint => Some(&endpoint.host_value),
+                HostPolicy::Fixed(v) => Some(v),
+            };
             let authority = match host {
                 Some(h) => http::uri::Authority::try_from(h.as_bytes())
                     .map_err(|_| Error::BadRequest("invalid Host header"))?,
@@ -596,7 +603,11 @@ fn finish_response(
         // An upstream may not switch protocols unasked; the connection is unusable.
         return Err(Error::UpstreamProtocol);
     }
-    headers::strip_hop_by_hop(&mut parts.headers, switching);
+    // Our HTTP/1.1 client leaves them out as it builds the map, when it can.
+    let clean = matches!(&body, UpstreamBody::H1(b) if b.hop_by_hop_removed());
+    if !clean {
+        headers::strip_hop_by_hop(&mut parts.headers, switching);
+    }
     // hyper writes HTTP/1.0 or 1.1 for h1 clients as they spoke, and ignores it for h2.
     parts.version = Version::HTTP_11;
     Ok(Response::from_parts(

@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{HeaderValue, Method, Uri};
 
@@ -44,7 +44,7 @@ pub(crate) struct Exchange {
 /// One access-log line being assembled; written on drop.
 #[derive(Debug)]
 pub(crate) struct AccessLine {
-    pub started: Instant,
+    pub started: quanta::Instant,
     pub method: Method,
     /// A cheap clone (shared bytes) of the request target.
     pub uri: Uri,

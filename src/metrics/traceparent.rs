@@ -172,24 +172,40 @@ pub fn propagate(
     headers: &mut http::HeaderMap,
     sample_roots: bool,
 ) -> (TraceParent, Option<[u8; 8]>) {
-    let mut all = headers.get_all(&TRACEPARENT).iter();
-    // Two traceparent headers are as good as none (§3.2: one value).
-    let incoming = match (all.next(), all.next()) {
-        (Some(v), None) => TraceParent::parse(v.as_bytes()).ok(),
-        _ => None,
-    };
-    let tp = match incoming {
-        Some(p) => p.child(),
-        None => {
-            headers.remove(&TRACESTATE);
-            TraceParent {
-                flags: u8::from(sample_roots),
-                ..TraceParent::new_root()
-            }
+    // One lookup of `traceparent`, its value replaced in place.
+    let (tp, incoming) = match headers.entry(&TRACEPARENT) {
+        http::header::Entry::Occupied(mut e) => {
+            let mut all = e.iter();
+            // Two traceparent headers are as good as none (§3.2: one value).
+            let incoming = match (all.next(), all.next()) {
+                (Some(v), None) => TraceParent::parse(v.as_bytes()).ok(),
+                _ => None,
+            };
+            let tp = match incoming {
+                Some(p) => p.child(),
+                None => root(sample_roots),
+            };
+            e.insert(tp.header_value());
+            (tp, incoming)
+        }
+        http::header::Entry::Vacant(e) => {
+            let tp = root(sample_roots);
+            e.insert(tp.header_value());
+            (tp, None)
         }
     };
-    headers.insert(&TRACEPARENT, tp.header_value());
+    if incoming.is_none() {
+        // The state of a trace we did not continue.
+        headers.remove(&TRACESTATE);
+    }
     (tp, incoming.map(|p| p.parent_id))
+}
+
+fn root(sample_roots: bool) -> TraceParent {
+    TraceParent {
+        flags: u8::from(sample_roots),
+        ..TraceParent::new_root()
+    }
 }
 
 #[cfg(test)]

@@ -114,7 +114,7 @@ impl BackendRuntime {
             None => None,
         };
         let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
-        let shutdown = CancellationToken::new();
+        let shutdown = Stop::default();
         // The relay stops after the HTTP drain (a voice call outlives a
         // request), with the serve task.
         let relay_stop = CancellationToken::new();
@@ -171,7 +171,7 @@ pub struct RunningGateway {
     admin_addr: Option<SocketAddr>,
     cert_store: Option<Arc<crate::tls::CertStore>>,
     relay: Option<Arc<crate::relay::Relay>>,
-    shutdown: CancellationToken,
+    shutdown: Stop,
     task: JoinHandle<()>,
 }
 
@@ -200,7 +200,7 @@ impl RunningGateway {
 
     /// Begin a graceful shutdown: stop accepting, let in-flight requests finish.
     pub fn shutdown(&self) {
-        self.shutdown.cancel();
+        self.shutdown.fire();
     }
 
     /// Wait until the gateway has stopped (after [`RunningGateway::shutdown`]).
@@ -284,7 +284,7 @@ async fn serve(
     snapshot: Snapshot,
     config_file: Option<reload::ConfigFile>,
     relay: Option<Arc<crate::relay::Relay>>,
-    shutdown: CancellationToken,
+    shutdown: Stop,
     relay_stop: CancellationToken,
 ) {
     let Listeners {
@@ -295,10 +295,10 @@ async fn serve(
     // However serve ends, the relay's sockets close with it.
     let _relay_stop = relay_stop.drop_guard();
     // Cancelled when the drain deadline passes: connections still open are cut.
-    let hard_stop = CancellationToken::new();
+    let hard_stop = Stop::default();
     // Background work of the config (probes, discovery, JWKS refresh,
     // Redis, reloads) stops with the listener.
-    let background = shutdown.child_token();
+    let background = shutdown.token.child_token();
     let mut tasks = background::Background::new(background.clone());
     tasks.sync(&snapshot);
     let (reload, reload_rx) =
@@ -309,7 +309,7 @@ async fn serve(
     let shared = Arc::new(Shared {
         snapshot: arc_swap::ArcSwap::from_pointee(snapshot),
         tunnels: TaskTracker::new(),
-        hard_stop: hard_stop.clone(),
+        hard_stop: hard_stop.token.clone(),
         tunnel_idle_timeout: settings.tunnel_idle_timeout,
         relay,
         reload,
@@ -356,12 +356,12 @@ async fn serve(
         // accept queue (as HAProxy's maxconn does) instead of being dropped.
         let permit = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.token.cancelled() => break,
             p = Arc::clone(&slots).acquire_owned() => p.expect("the semaphore is never closed"),
         };
         let (stream, peer) = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.token.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -405,7 +405,7 @@ async fn serve(
             tunnels = shared.tunnels.len(),
             "drain deadline reached: closing what is left"
         );
-        hard_stop.cancel();
+        hard_stop.fire();
         connections.wait().await;
         shared.tunnels.wait().await;
     }
@@ -456,8 +456,8 @@ struct ConnEnv {
     /// `[[server.tls]]`: every connection is a TLS handshake first.
     tls: Option<tokio_rustls::TlsAcceptor>,
     settings: ServerSettings,
-    shutdown: CancellationToken,
-    hard_stop: CancellationToken,
+    shutdown: Stop,
+    hard_stop: Stop,
 }
 
 /// The TLS handshake, bounded by the header-read timeout (a client that
@@ -483,7 +483,7 @@ async fn serve_tls(
                 return;
             }
         },
-        _ = env.shutdown.cancelled() => return,
+        _ = env.shutdown.token.cancelled() => return,
     };
     serve_connection(tls, peer, permit, env, true).await;
 }
@@ -570,15 +570,21 @@ async fn serve_connection<S>(
                     .min(tokio::time::Instant::now() + settings.send_timeout)
             }
         });
+        let hard = hard_stop.token.cancelled();
+        let shut = shutdown.token.cancelled();
+        let sleep = tokio::time::sleep_until(wake);
+        tokio::pin!(hard, shut, sleep);
         tokio::select! {
+            // The connection first: it is what wakes this task per request.
+            biased;
             r = conn.as_mut() => break r,
-            _ = hard_stop.cancelled() => break Ok(()),
-            _ = shutdown.cancelled(), if !closing => {
+            () = Armed::new(hard, |_| hard_stop.fired()) => break Ok(()),
+            () = Armed::new(shut, |_| shutdown.fired()), if !closing => {
                 // Bounded by the drain deadline (hard_stop), not by the watchdog.
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            _ = tokio::time::sleep_until(wake), if !closing || give_up_at.is_some() => {
+            () = Armed::new(sleep, |s| s.is_elapsed()), if !closing || give_up_at.is_some() => {
                 if give_up_at.is_some() {
                     // The peer ignored the close: drop the connection.
                     break Ok(());
@@ -605,6 +611,81 @@ async fn serve_connection<S>(
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// A one-way stop signal: a token to wait on, and a flag set before the
+/// token fires that any number of connection tasks can read on every wake
+/// without a lock (`CancellationToken::is_cancelled` takes its mutex).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stop {
+    token: CancellationToken,
+    fired: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Stop {
+    fn fire(&self) {
+        // Before the wake-ups: a task woken by the token reads `true`.
+        self.fired.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    fn fired(&self) -> bool {
+        self.fired.load(Ordering::Acquire)
+    }
+}
+
+/// One of a connection task's stop conditions (shutdown, hard stop, the
+/// watchdog's timer), polled on every wake of the task, i.e. several times
+/// per request. Its first poll registers the task's waker with the inner
+/// future; later polls only ask `fired` (an atomic read) instead of
+/// polling the inner future again, which would lock a `Notify`'s waiter
+/// list or touch the timer entry each time (bench/callgrind.sh).
+///
+/// Sound because a spawned task's waker is the same on every poll: the
+/// waker registered first is the one that wakes the task when the
+/// condition fires, and `fired` then reports it.
+struct Armed<'a, F, C> {
+    fut: std::pin::Pin<&'a mut F>,
+    fired: C,
+    registered: bool,
+}
+
+impl<'a, F, C> Armed<'a, F, C>
+where
+    F: std::future::Future,
+    C: FnMut(std::pin::Pin<&mut F>) -> bool + Unpin,
+{
+    fn new(fut: std::pin::Pin<&'a mut F>, fired: C) -> Self {
+        Armed {
+            fut,
+            fired,
+            registered: false,
+        }
+    }
+}
+
+impl<F, C> std::future::Future for Armed<'_, F, C>
+where
+    F: std::future::Future,
+    C: FnMut(std::pin::Pin<&mut F>) -> bool + Unpin,
+{
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let this = self.get_mut();
+        if this.registered {
+            return if (this.fired)(this.fut.as_mut()) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            };
+        }
+        this.registered = true;
+        this.fut.as_mut().poll(cx).map(drop)
     }
 }
 

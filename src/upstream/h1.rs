@@ -121,6 +121,10 @@ pub struct Head {
     /// A `Content-Length` field must not be forwarded (chunked won) or
     /// several must become one.
     pub rewrite_length: bool,
+    /// Every hop-by-hop field of the head is one of the fixed names
+    /// (`Connection` names nothing but `keep-alive`/`close`, no `TE`), so
+    /// they can be dropped by name as the header map is built.
+    pub hop_by_hop_by_name: bool,
 }
 
 /// Parse a response head at the start of `buf` (`Ok(None)`: incomplete).
@@ -160,6 +164,7 @@ pub fn parse_head(
     let mut chunked = false;
     let mut codings = 0usize;
     let mut close = http10;
+    let mut hop_by_hop_by_name = true;
     for (i, f) in res.headers.iter().enumerate() {
         let name = f.name.as_bytes();
         idx[i] = FieldIdx {
@@ -190,8 +195,13 @@ pub fn parse_head(
                 let item = item.trim_ascii();
                 if item.eq_ignore_ascii_case(b"close") {
                     close = true;
+                } else if !item.is_empty() && !item.eq_ignore_ascii_case(b"keep-alive") {
+                    hop_by_hop_by_name = false;
                 }
             }
+        } else if name.eq_ignore_ascii_case(b"te") {
+            // `TE: trailers` is kept: the header-hygiene pass decides.
+            hop_by_hop_by_name = false;
         }
     }
     let fields = res.headers.len();
@@ -202,6 +212,7 @@ pub fn parse_head(
         reusable: !close,
         fields,
         rewrite_length: false,
+        hop_by_hop_by_name,
     };
     if (100..200).contains(&status) {
         if status == 101 {
@@ -830,6 +841,7 @@ pub(crate) async fn exchange(
         conn: Some(conn),
         pool: Arc::clone(pool),
         reusable: head.reusable,
+        hop_by_hop_removed: head.hop_by_hop_by_name,
     });
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
@@ -839,7 +851,9 @@ pub(crate) async fn exchange(
 }
 
 /// The head's fields as a header map, its bytes taken off `rbuf` (values
-/// share them: no copy per field).
+/// share them: no copy per field). Hop-by-hop fields are left out when the
+/// head allows it by name (`Head::hop_by_hop_by_name`), which saves the
+/// dispatcher's header-hygiene pass over the finished map.
 fn take_headers(
     rbuf: &mut BytesMut,
     head: &Head,
@@ -851,7 +865,9 @@ fn take_headers(
         let (ns, nl) = (f.name.0 as usize, f.name.1 as usize);
         let name = HeaderName::from_bytes(&bytes[ns..ns + nl])
             .map_err(|_| UpstreamError::Framing(FramingError::Head(httparse::Error::HeaderName)))?;
-        if head.rewrite_length && name == header::CONTENT_LENGTH {
+        if (head.rewrite_length && name == header::CONTENT_LENGTH)
+            || (head.hop_by_hop_by_name && crate::dispatch::headers::is_fixed_hop_by_hop(&name))
+        {
             continue;
         }
         let (vs, vl) = (f.value.0 as usize, f.value.1 as usize);
@@ -876,6 +892,8 @@ pub struct ResponseBody {
     conn: Option<Box<Conn>>,
     pool: Arc<Pool>,
     reusable: bool,
+    /// The head's hop-by-hop fields were left out of its header map.
+    hop_by_hop_removed: bool,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -887,6 +905,11 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
+    /// The response's header map holds no hop-by-hop field.
+    pub(crate) fn hop_by_hop_removed(&self) -> bool {
+        self.hop_by_hop_removed
+    }
+
     fn release_if_done(&mut self) {
         if self.decoder.is_done()
             && let Some(conn) = self.conn.take()

@@ -13,8 +13,19 @@
 # reach from outside the container: for orchestrator probes (/healthz and
 # /readyz need no token) set [admin] listen = "0.0.0.0:9901",
 # allow_remote = true and a token_file (see docs/configuration.md). Reload
-# with `docker kill -s HUP <container>`, or by changing the mounted file
+# with `docker exec <container> aether-gateway reload --config
+# /etc/aether-gateway/gateway.toml` (exits non-zero when refused), with
+# `docker kill -s HUP <container>`, or by changing the mounted file
 # (watched every second by default).
+#
+# Stopping: SIGTERM drains for [server] shutdown_drain_seconds (30) after
+# shutdown_delay_seconds (0); `docker stop` waits only 10 s before SIGKILL,
+# so run with `--stop-timeout 45` (Kubernetes: terminationGracePeriodSeconds
+# above delay + drain). The image runs as uid/gid 65532: mounted keys and
+# token files must be readable by it (e.g. mode 0640, group 65532); a
+# root-owned 0600 key is a start-up error naming the file. There is no
+# HEALTHCHECK (no shell or curl in the image): probe /healthz and /readyz
+# on the admin port from the orchestrator.
 
 FROM rust:1-slim-bookworm AS build
 # aws-lc-rs (rustls' crypto) builds a C library: it wants cmake and a C
@@ -23,6 +34,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends cmake \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# The commit `--version` reports (.git is not copied in):
+#   docker build --build-arg AETHER_GIT_COMMIT=$(git rev-parse --short=12 HEAD) .
+ARG AETHER_GIT_COMMIT=unknown
+ENV AETHER_GIT_COMMIT=$AETHER_GIT_COMMIT
 COPY . .
 # The cache mounts keep the registry and the dependencies' build between
 # image builds (BuildKit); the binary is copied out of the cached target.

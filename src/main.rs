@@ -14,9 +14,20 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `--version`: the release, the commit it was built from and the cargo
+/// features compiled in (an `otlp_endpoint` needs `otel`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("AETHER_GIT_COMMIT"),
+    "; features: ",
+    env!("AETHER_FEATURES"),
+    ")"
+);
+
 /// The edge API gateway of the Aether VR platform.
 #[derive(Parser)]
-#[command(name = "aether-gateway", version, about)]
+#[command(name = "aether-gateway", version = VERSION, about)]
 struct Cli {
     /// Configuration file (required by `run` and `check`; with no command
     /// it is run, and with neither the built-in demo starts).
@@ -32,6 +43,13 @@ enum Command {
     Run,
     /// Validate a configuration file and exit (non-zero with file:line: field: message on error).
     Check,
+    /// Ask the running gateway (its [admin] API) to reload the configuration
+    /// file; exits non-zero when it refused the file or could not be asked.
+    Reload {
+        /// The admin API's address, when it is not the config's [admin] listen.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+    },
     /// Run the self-contained demo: built-in upstreams and config.
     Demo {
         /// Where the demo gateway listens.
@@ -89,7 +107,10 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        (Some(Command::Check), None) | (Some(Command::Run), None) => {
+        (Some(Command::Reload { admin }), Some(path)) => reload(&path, admin),
+        (Some(Command::Check), None)
+        | (Some(Command::Run), None)
+        | (Some(Command::Reload { .. }), None) => {
             eprintln!("error: --config FILE is required");
             ExitCode::from(2)
         }
@@ -131,12 +152,27 @@ fn main() -> ExitCode {
 /// or a slow reader, and under a flood lines are dropped, not requests
 /// slowed.
 fn init_logging(log: &LogSettings) -> tracing_appender::non_blocking::WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    // Bounded in lines, and lines are bounded in size (the access line cuts
+    // paths and users), so a stalled log reader costs at most tens of MiB;
+    // lines beyond are dropped and counted (aether_log_lines_dropped_total).
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(aether_gateway::metrics::LOG_QUEUE_LINES)
+        .lossy(true)
+        .finish(std::io::stderr());
+    aether_gateway::metrics::count_dropped_log_lines(writer.error_counter());
     // The STUN codec warns about every malformed datagram; the relay counts
     // those (drops.malformed) instead of letting anyone fill the log.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{},stun_types=error", log.level))
-    });
+    let default = || tracing_subscriber::EnvFilter::new(format!("{},stun_types=error", log.level));
+    let mut refused_env = None;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => tracing_subscriber::EnvFilter::builder()
+            .parse(&v)
+            .unwrap_or_else(|e| {
+                refused_env = Some(e.to_string());
+                default()
+            }),
+        _ => default(),
+    };
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -145,6 +181,9 @@ fn init_logging(log: &LogSettings) -> tracing_appender::non_blocking::WorkerGuar
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         // Event fields at the top level: `jq .status` rather than `.fields.status`.
         LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    if let Some(e) = refused_env {
+        tracing::warn!(error = %e, filter = %log.level, "RUST_LOG is not a valid filter: using [log] level instead");
     }
     guard
 }
@@ -180,20 +219,38 @@ fn run(cfg: GatewayConfig, path: PathBuf) -> ExitCode {
     } else {
         "http"
     };
-    rt.block_on(async move {
+    let json = cfg.server.log.format == LogFormat::Json;
+    let code = rt.block_on(async move {
         match BackendRuntime::from_config(cfg)
             .with_config_file(path)
             .start()
             .await
         {
             Ok(gw) => {
-                // Tests and scripts wait for this exact line (plain text
-                // on stdout, whatever the log format).
-                println!("aether-gateway listening on {scheme}://{}", gw.local_addr());
+                // Scripts wait for these lines on stdout; with JSON logs
+                // they are JSON too, so a shipper reading both streams
+                // (`docker logs`) sees JSON only.
+                announce(
+                    json,
+                    "listening",
+                    format!("aether-gateway listening on {scheme}://{}", gw.local_addr()),
+                    format!("{scheme}://{}", gw.local_addr()),
+                );
                 if let Some(a) = gw.admin_addr() {
-                    println!("admin API on http://{a}");
+                    announce(
+                        json,
+                        "admin",
+                        format!("admin API on http://{a}"),
+                        format!("http://{a}"),
+                    );
                 }
-                print_relay(&gw);
+                if let Some(r) = gw.relay() {
+                    let text = match r.tcp_addr() {
+                        Some(t) => format!("TURN relay on udp://{} and tcp://{t}", r.udp_addr()),
+                        None => format!("TURN relay on udp://{}", r.udp_addr()),
+                    };
+                    announce(json, "relay", text, format!("udp://{}", r.udp_addr()));
+                }
                 gw.run_until_signal().await;
                 ExitCode::SUCCESS
             }
@@ -202,7 +259,75 @@ fn run(cfg: GatewayConfig, path: PathBuf) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // The gateway has drained; a blocking read stuck in the kernel (a
+    // hung network file system under a config path) must not keep the
+    // process from exiting.
+    rt.shutdown_timeout(RUNTIME_EXIT_GRACE);
+    code
+}
+
+/// How long the process waits, after the drain, for blocking work to end.
+const RUNTIME_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// One start-up line on stdout: the text, or with JSON logs
+/// `{"event": …, "url": …, "message": text}`.
+fn announce(json: bool, event: &str, text: String, url: String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"level": "INFO", "event": event, "url": url, "message": text})
+        );
+    } else {
+        println!("{text}");
+    }
+}
+
+/// `reload`: validate the file here first (its errors name the line), then
+/// `POST /admin/reload` with the config's admin token and print the answer.
+fn reload(path: &std::path::Path, admin: Option<SocketAddr>) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(listen) = admin.or(cfg.server.admin_listen) else {
+        eprintln!(
+            "error: {}: reload asks the [admin] API, and this config has no [admin] section (send the gateway SIGHUP instead)",
+            path.display()
+        );
+        return ExitCode::from(2);
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let token = cfg.snapshot.admin_token.clone();
+    match rt.block_on(aether_gateway::admin::client::reload(
+        listen,
+        token.as_ref(),
+    )) {
+        Ok((status, body)) if status.is_success() => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("error: the gateway refused the reload ({status}): {body}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn print_relay(gw: &aether_gateway::RunningGateway) {

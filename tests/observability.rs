@@ -497,6 +497,8 @@ async fn websocket_gauge_counts_open_tunnels() {
         .unwrap();
     assert_eq!(echoed, Message::text("hi"));
     wait_gauge(&gw, "aether_websocket_tunnels", &[], 1.0).await;
+    // The tunnel's client connection still holds its slot: it is open.
+    wait_gauge(&gw, "aether_client_connections", &[], 1.0).await;
     let (_, m) = scrape(&gw).await;
     assert_eq!(
         value(
@@ -514,6 +516,7 @@ async fn websocket_gauge_counts_open_tunnels() {
     ws.close(None).await.unwrap();
     drop(ws);
     wait_gauge(&gw, "aether_websocket_tunnels", &[], 0.0).await;
+    wait_gauge(&gw, "aether_client_connections", &[], 0.0).await;
 }
 
 #[tokio::test]
@@ -636,6 +639,69 @@ async fn traceparent_is_created_continued_or_replaced() {
         assert_ne!(&tp[3..35], "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
         assert_ne!(t.trace_id, [0; 16]);
         assert_eq!(seen(&r, "tracestate"), None, "{bad}");
+    }
+
+    // A continued trace's tracestate: only W3C's grammar is passed on.
+    let state = |value: &str| {
+        req(
+            "GET",
+            "/api/v1/worlds/1",
+            &[("traceparent", incoming), ("tracestate", value)],
+            "",
+        )
+    };
+    let r = http1(addr, state("a=1 , , b@sys=x y")).await;
+    assert_eq!(seen(&r, "tracestate").as_deref(), Some("a=1,b@sys=x y"));
+    for bad in [
+        "!!!not a list member;;; \"quoted\" <script>",
+        "a=1,a=2",
+        &(0..40)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join(","),
+    ] {
+        let r = http1(addr, state(bad)).await;
+        assert_eq!(seen(&r, "tracestate"), None, "{bad}");
+        // The trace itself is still continued.
+        assert_eq!(&seen(&r, "traceparent").unwrap()[3..35], &incoming[3..35]);
+    }
+}
+
+/// `[log] incoming_trace`: a client's trace context continued only from a
+/// trusted proxy (`"trusted"`), or never (`"restart"`).
+#[tokio::test]
+async fn incoming_traces_are_continued_only_as_configured() {
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for (mode, trusted, continued) in [
+        ("trusted", "", false),
+        ("trusted", "trusted_proxies = [\"127.0.0.1/32\"]\n", true),
+        ("restart", "trusted_proxies = [\"127.0.0.1/32\"]\n", false),
+        ("continue", "", true),
+    ] {
+        let s = setup(&format!("[log]\nincoming_trace = \"{mode}\"\n")).await;
+        let config = s.config.replacen(
+            "listen = \"127.0.0.1:0\"\n",
+            &format!("listen = \"127.0.0.1:0\"\n{trusted}"),
+            1,
+        );
+        let gw = gateway(&config).await;
+        let r = http1(
+            gw.local_addr(),
+            req(
+                "GET",
+                "/api/v1/worlds/1",
+                &[("traceparent", incoming), ("tracestate", "vendor=abc")],
+                "",
+            ),
+        )
+        .await;
+        let tp = r.upstream_header("traceparent").unwrap();
+        assert_eq!(tp[3..35] == incoming[3..35], continued, "{mode} {trusted}");
+        assert_eq!(
+            r.upstream_header("tracestate").is_some(),
+            continued,
+            "{mode} {trusted}"
+        );
     }
 }
 
@@ -844,4 +910,121 @@ fn log_config_errors_name_file_line_and_field() {
             "{err:?} should contain {file}{want}"
         );
     }
+}
+
+/// A WebSocket gets two access lines: its `101` (naming the endpoint) when
+/// the handshake is answered, and `tunnel closed` with how long it was
+/// open, the bytes each way and how it ended. A huge path is logged cut,
+/// with its length.
+#[test]
+fn websocket_tunnels_and_long_paths_in_the_access_log() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s = rt.block_on(setup("[log]\nformat = \"json\"\naccess_log = true\n"));
+    let gw = GatewayProcess::start_logged(&s.config, "info");
+    rt.block_on(async {
+        let ws_req = http::Request::get(format!("ws://{}/ws/lobby", gw.addr))
+            .header("x-request-id", "req-ws-1")
+            .header("host", gw.addr.to_string())
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header(
+                "sec-websocket-key",
+                tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+            )
+            .body(())
+            .unwrap();
+        let (mut ws, resp) = tokio_tungstenite::connect_async(ws_req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        ws.send(Message::text("hi")).await.unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed, Message::text("hi"));
+        ws.close(None).await.unwrap();
+        // Read to the end: the close handshake completes both ways.
+        while let Some(Ok(_)) = ws.next().await {}
+        let long = format!("/api/v1/{}", "a".repeat(2000));
+        let r = http1(
+            gw.addr,
+            req("GET", &long, &[("x-request-id", "req-long")], ""),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+    });
+    // The tunnel's line is written when it closes: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !gw.log().contains("tunnel closed") {
+        assert!(std::time::Instant::now() < deadline, "{}", gw.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    gw.signal("TERM");
+    let mut gw = gw;
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
+    let log = gw.log();
+    let lines = access_lines(&log);
+    let of = |id: &str, message: &str| {
+        lines
+            .iter()
+            .find(|l| l["request_id"] == id && l["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} line for {id}:\n{log}"))
+            .clone()
+    };
+    let l = of("req-ws-1", "request");
+    assert_eq!(l["status"], 101);
+    assert_eq!(l["upstream"], s.up.addr.to_string());
+    let t = of("req-ws-1", "tunnel closed");
+    assert_eq!(t["route"], "GET /ws/{room}");
+    assert_eq!(t["upstream"], s.up.addr.to_string());
+    assert_eq!(t["ended"], "closed");
+    // Client frames are masked: "hi" is 2 + 4 + 2 bytes, the close 2 + 4.
+    assert_eq!(t["bytes_up"], 14, "{t}");
+    // The echo (2 + 2); the test upstream answers a close by closing.
+    assert_eq!(t["bytes_down"], 4, "{t}");
+    assert!(t["tunnel_ms"].as_f64().unwrap() >= 0.0);
+
+    let l = of("req-long", "request");
+    let path = l["path"].as_str().unwrap();
+    assert_eq!(path.len(), 512);
+    assert!(path.starts_with("/api/v1/aaaa"));
+    assert_eq!(l["path_bytes"], 2008);
+}
+
+/// With JSON logs every start-up line on stdout is JSON too (a shipper
+/// reading both streams sees nothing else); a `RUST_LOG` that does not
+/// parse is said so, and `[log] level` used; `/metrics` counts log lines
+/// the writer had to drop.
+#[test]
+fn json_logs_mean_json_stdout_and_a_bad_rust_log_is_reported() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s = rt.block_on(setup("[log]\nformat = \"json\"\n"));
+    let gw = GatewayProcess::start_logged(&s.config, "info,[[[");
+    let admin = gw.admin_addr();
+    let lines = gw.stdout_lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for l in &lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}"));
+        assert!(v["message"].as_str().is_some(), "{l}");
+    }
+    let r = rt.block_on(http1(admin, support::admin_req("GET", "/metrics", &[])));
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(
+        text.lines()
+            .any(|l| l == "aether_log_lines_dropped_total 0"),
+        "{text}"
+    );
+    gw.signal("TERM");
+    let mut gw = gw;
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
+    let log = gw.log();
+    let warning = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "RUST_LOG is not a valid filter: using [log] level instead")
+        .unwrap_or_else(|| panic!("no warning about RUST_LOG:\n{log}"));
+    assert_eq!(warning["level"], "WARN");
 }

@@ -734,6 +734,15 @@ async fn revoking_a_user_tears_down_their_allocations_and_refuses_them() {
     assert_eq!(creds.status, 403);
     let bad = http1(admin_addr, admin_req("POST", "/admin/relay/revoke", &[])).await;
     assert_eq!(bad.status, 400);
+    // A name that would forge a log line, or an oversized one, is refused.
+    for user in ["mallory%0A2026-01-01%20INFO%20forged", &"x".repeat(513)] {
+        let bad = http1(
+            admin_addr,
+            admin_req("POST", &format!("/admin/relay/revoke?user={user}"), &[]),
+        )
+        .await;
+        assert_eq!(bad.status, 400, "{user}");
+    }
     assert_eq!(admin(&r.gw, "/admin/relay/revoke").await.status, 405);
 }
 

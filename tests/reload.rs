@@ -11,6 +11,7 @@ use aether_gateway::{BackendRuntime, RunningGateway};
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
 use support::{Upstream, admin_req, get, http1, req};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A gateway running `text` from a file in `dir`, with reloads from it.
@@ -507,8 +508,94 @@ async fn sighup_reloads_the_running_binary() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        format!("aether-gateway {}", env!("CARGO_PKG_VERSION"))
+        format!(
+            "aether-gateway {} (commit {}; features: {})",
+            env!("CARGO_PKG_VERSION"),
+            env!("AETHER_GIT_COMMIT"),
+            env!("AETHER_FEATURES")
+        )
     );
+}
+
+/// `aether-gateway reload`: the file checked here, then the running
+/// gateway asked (with the config's admin token); the exit status says
+/// what the gateway did, which a SIGHUP cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reload_command_reports_what_the_gateway_did() {
+    let up = Upstream::start("world-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), "0123456789abcdef0123\n").unwrap();
+    let with_token = |rest: &str| {
+        base(up.addr, "reload_on_change = false", rest).replace(
+            "[admin]\nlisten = \"127.0.0.1:0\"",
+            "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"",
+        )
+    };
+    let (gw, path) = from_file(dir.path(), &with_token("")).await;
+    let admin = gw.admin_addr().unwrap().to_string();
+    let run = |path: &Path| {
+        let path = path.to_owned();
+        let admin = admin.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_aether-gateway"))
+                .args(["reload", "--admin", &admin, "--config"])
+                .arg(path)
+                .output()
+                .unwrap()
+        })
+    };
+    // Applied: exit 0, the gateway's JSON answer on stdout.
+    std::fs::write(&path, with_token(ASSETS_ROUTE)).unwrap();
+    let out = run(&path).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(answer["applied"], true, "{answer}");
+    assert_eq!(
+        http1(gw.local_addr(), get("/api/v1/assets/1")).await.status,
+        StatusCode::OK
+    );
+    // Valid as a file (check says ok), refused by the running gateway: exit 1.
+    let no_routes = with_token("")
+        .split("[[routes]]")
+        .next()
+        .unwrap()
+        .to_owned();
+    std::fs::write(&path, no_routes).unwrap();
+    let out = run(&path).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refused the reload (400 Bad Request)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no [[routes]]"), "{stderr}");
+    // Invalid: refused here, with its line, before the gateway is asked (exit 2).
+    std::fs::write(&path, "[server]\nlisten = 8080\n").unwrap();
+    let out = run(&path).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("gateway.toml:2"), "{stderr}");
+    // The running config is the applied one throughout.
+    assert_eq!(
+        http1(gw.local_addr(), get("/api/v1/assets/1")).await.status,
+        StatusCode::OK
+    );
+    // Without the token the API refuses: the command says so (exit 1).
+    std::fs::write(
+        &path,
+        base(up.addr, "reload_on_change = false", ASSETS_ROUTE),
+    )
+    .unwrap();
+    let out = run(&path).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
 }
 
 /// The relay's credentials follow a reload: a rotated REST secret (a file
@@ -791,4 +878,64 @@ async fn an_admin_reload_is_not_followed_by_a_file_change_reload_of_the_same_fil
     assert_eq!(c["generation"], 2, "{}", c["last_attempt"]);
     assert_eq!(c["reloads"], 1);
     assert_eq!(c["last_attempt"]["trigger"], "admin");
+}
+
+/// On shutdown `/readyz` says 503 at once and the admin API stays up
+/// through the drain; with `shutdown_delay_seconds` the listener keeps
+/// serving that long (load balancers take the gateway out meanwhile),
+/// then closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_withdraws_readiness_first_and_the_delay_keeps_serving() {
+    let up = Upstream::start("world-1").await;
+    let gw = support::gateway(&base(up.addr, "shutdown_delay_seconds = 3", "")).await;
+    let (addr, admin) = (gw.local_addr(), gw.admin_addr().unwrap());
+    assert_eq!(http1(admin, get("/readyz")).await.status, StatusCode::OK);
+    gw.shutdown();
+    let r = http1(admin, get("/readyz")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json()["reason"], "draining: the gateway is shutting down");
+    assert_eq!(http1(admin, get("/healthz")).await.status, StatusCode::OK);
+    // Within the delay: new connections are accepted and served as usual.
+    assert_eq!(
+        http1(addr, get("/api/v1/worlds/1")).await.status,
+        StatusCode::OK
+    );
+    gw.wait().await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener closed after the delay"
+    );
+}
+
+/// The admin listener bounds what clients that never finish a request can
+/// hold: at most `admin::MAX_CONNECTIONS` connections (more wait to be
+/// accepted) and a 16 KiB request head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_caps_connections_and_head_size() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start("world-1").await;
+    let gw = support::gateway(&base(up.addr, "", "")).await;
+    let admin = gw.admin_addr().unwrap();
+    let big = "x".repeat(20 * 1024);
+    let r = http1(admin, req("GET", "/healthz", &[("x-big", &big)], "")).await;
+    assert_eq!(r.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+
+    let mut held = Vec::new();
+    for _ in 0..aether_gateway::admin::MAX_CONNECTIONS {
+        let mut s = TcpStream::connect(admin).await.unwrap();
+        // A request begun and never finished.
+        s.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        held.push(s);
+    }
+    let probe = tokio::spawn(async move { http1(admin, get("/healthz")).await.status });
+    // While every slot is held the probe waits in the accept queue...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!probe.is_finished(), "answered with every admin slot held");
+    // ...and is answered once one is given back.
+    drop(held.pop());
+    let status = tokio::time::timeout(Duration::from_secs(4), probe)
+        .await
+        .expect("answered once a slot was free")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
 }

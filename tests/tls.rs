@@ -683,3 +683,141 @@ async fn a_reloaded_config_replaces_the_certificates() {
     // The connection made before keeps its certificate and still works.
     assert_eq!(t::peer_leaf(&held), old.der);
 }
+
+/// The value of the sample `name{labels}` in a metrics text (`None`: absent).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+async fn metrics_text(gw: &aether_gateway::RunningGateway) -> String {
+    let r = support::admin(gw, "/metrics").await;
+    assert_eq!(r.status, StatusCode::OK);
+    String::from_utf8(r.body.to_vec()).unwrap()
+}
+
+/// Wait until `series` reads `want` on `/metrics`.
+async fn wait_sample(gw: &aether_gateway::RunningGateway, series: &str, want: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = metrics_text(gw).await;
+        if sample(&text, series) == Some(want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} never became {want}:\n{text}"
+        );
+        // A poll interval, not synchronisation: the figure is read again.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What an operator watches on a TLS listener: handshakes that failed (by
+/// reason), a connection still in its handshake counted as open (it holds
+/// a `max_connections` slot), and when the certificate expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_and_certificates_are_in_the_metrics() {
+    let (dir, _ca, gw) = play_gateway(
+        "header_read_timeout_ms = 400\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .await;
+    let text = metrics_text(&gw).await;
+    let pem = std::fs::read(dir.path().join("certs/play.pem")).unwrap();
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .unwrap()
+        .unwrap();
+    let leaf = aether_gateway::tls::Leaf::parse(&der).unwrap();
+    assert_eq!(
+        sample(
+            &text,
+            "aether_tls_certificate_expiry_timestamp_seconds{server_name=\"play.example\"}"
+        ),
+        Some(leaf.not_after as f64),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "aether_tls_certificate_reload_failures_total"),
+        Some(0.0)
+    );
+    assert_eq!(sample(&text, "aether_client_connections"), Some(0.0));
+
+    // A client that connects and says nothing is open (in its handshake).
+    let silent = TcpStream::connect(gw.local_addr()).await.unwrap();
+    wait_sample(&gw, "aether_client_connections", 1.0).await;
+    // Cleartext on the TLS port: a failed handshake.
+    let (_, closed) = support::raw(
+        gw.local_addr(),
+        b"GET / HTTP/1.1\r\nHost: play.example\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(closed);
+    wait_sample(
+        &gw,
+        "aether_tls_handshake_failures_total{reason=\"error\"}",
+        1.0,
+    )
+    .await;
+    // The silent one is cut at the header-read timeout.
+    wait_sample(
+        &gw,
+        "aether_tls_handshake_failures_total{reason=\"timeout\"}",
+        1.0,
+    )
+    .await;
+    wait_sample(&gw, "aether_client_connections", 0.0).await;
+    drop(silent);
+}
+
+/// Certificates that clients would refuse are warned about at load (so
+/// `check` shows it), with the entry and the file; an encrypted key is an
+/// error that says so.
+#[test]
+fn expired_or_misnamed_certificates_are_warned_about() {
+    let (dir, certs) = workdir();
+    let ca = TestCa::new("Aether Test CA");
+    ca.leaf_valid(&["play.example"], (2020, 1, 1), (2021, 1, 1))
+        .write(&certs, "old");
+    ca.leaf(&["api.example"]).write(&certs, "api");
+    let head = "[server]\nlisten = \"127.0.0.1:0\"\n";
+    let text = format!(
+        "{head}{}{}",
+        tls_entry("old", &["play.example"]),
+        tls_entry("api", &["api.example", "www.example"])
+    );
+    let cfg = aether_gateway::config::parse(&text, &dir.path().join("gw.toml")).unwrap();
+    let w: Vec<&String> = cfg
+        .warnings
+        .iter()
+        .filter(|w| w.starts_with("server.tls"))
+        .collect();
+    assert_eq!(w.len(), 2, "{:?}", cfg.warnings);
+    assert!(
+        w[0].starts_with("server.tls[0] (certs/old.pem): the certificate expired"),
+        "{}",
+        w[0]
+    );
+    assert!(
+        w[1].starts_with("server.tls[1] (certs/api.pem): server_names has \"www.example\" but the certificate does not name it"),
+        "{}",
+        w[1]
+    );
+
+    std::fs::write(
+        certs.join("enc.key"),
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let e = config_error(
+        dir.path(),
+        &format!(
+            "{head}[[server.tls]]\ncert = \"certs/api.pem\"\nkey = \"certs/enc.key\"\nserver_names = [\"api.example\"]\n"
+        ),
+    );
+    assert_eq!((e.line, e.field.as_str()), (5, "server.tls[0].key"), "{e}");
+    assert!(e.message.contains("the private key is encrypted"), "{e}");
+}

@@ -3,7 +3,9 @@
 //!
 //! - `GET /healthz`: the process is up.
 //! - `GET /readyz`: 200 when a config is loaded and at least one upstream
-//!   endpoint is serving (or no service is configured), else 503.
+//!   endpoint is serving (or no service is configured), else 503; 503 from
+//!   the moment a shutdown begins (the admin listener stays up through the
+//!   drain, so load balancers see it).
 //! - `GET /admin/config`: the config in effect (secrets redacted), its
 //!   generation and the last reload attempt.
 //! - `POST /admin/reload`: read and validate the config file again and
@@ -39,11 +41,24 @@ use tokio_util::sync::CancellationToken;
 use crate::dispatch::pipeline::Shared;
 use crate::health::ServiceHealth;
 
+pub mod client;
+
 /// Where the admin API reads the gateway's state: the same snapshot the
 /// request path uses.
 pub(crate) type SnapshotSource = Arc<Shared>;
 
-/// Serve the admin API on `listener` until `stop`.
+/// Admin connections open at once; more wait in the kernel's accept queue.
+/// Tools, probes and scrapers need a handful: the cap bounds what
+/// connections that never finish a request can hold (memory, descriptors).
+pub const MAX_CONNECTIONS: usize = 64;
+/// The largest admin request head; the API's requests are a line and a
+/// few headers.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// A connection that has not sent a whole request head by then is closed.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serve the admin API on `listener` until `stop` (after the drain: load
+/// balancers keep reading `/readyz`'s 503 while the gateway drains).
 pub(crate) async fn serve(
     listener: TcpListener,
     snapshot: SnapshotSource,
@@ -52,7 +67,12 @@ pub(crate) async fn serve(
     // The Host guard is for a loopback listener (what a DNS-rebinding page
     // reaches); one bound elsewhere is reached by names of its own.
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&slots).acquire_owned() => p.expect("the semaphore is never closed"),
+            () = stop.cancelled() => return,
+        };
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -67,13 +87,15 @@ pub(crate) async fn serve(
         let snapshot = Arc::clone(&snapshot);
         let stop = stop.clone();
         tokio::spawn(async move {
+            let _slot = permit;
             let svc = service_fn(move |req| {
                 let snapshot = Arc::clone(&snapshot);
                 async move { Ok::<_, Infallible>(handle(&snapshot, req, loopback).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
                 .serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             tokio::select! {
@@ -97,6 +119,15 @@ impl AdminToken {
     /// A token (the config checks its length).
     pub fn new(token: &str) -> Self {
         AdminToken(token.into())
+    }
+
+    /// `Bearer <token>`, as the admin client sends it (marked sensitive:
+    /// never logged by hyper).
+    pub fn bearer_value(&self) -> http::HeaderValue {
+        let mut v = http::HeaderValue::from_str(&format!("Bearer {}", self.0))
+            .expect("the config admits printable ASCII tokens only");
+        v.set_sensitive(true);
+        v
     }
 
     /// True when `headers` carry `Authorization: Bearer <this token>`
@@ -269,6 +300,12 @@ fn readiness(shared: &SnapshotSource) -> Response<Full<Bytes>> {
             .count();
     }
     let generation = shared.reload.status().generation;
+    if shared.draining() {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"ready": false, "reason": "draining: the gateway is shutting down", "generation": generation, "services": services, "serving_endpoints": serving}),
+        );
+    }
     if services == 0 || serving > 0 {
         json(
             StatusCode::OK,
@@ -425,16 +462,25 @@ fn revoke(snapshot: &SnapshotSource, req: &Request<Incoming>) -> Response<Full<B
             &serde_json::json!({"error": "give the user: ?user=NAME (a static user or a token's sub)"}),
         );
     };
+    // A TURN user name is at most 512 bytes (a REST credential's
+    // `expiry:user` included); control characters would forge log lines.
+    if user.len() > 512 || user.chars().any(char::is_control) {
+        return json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({"error": "the user must be at most 512 bytes with no control characters"}),
+        );
+    }
     if req.method() == Method::DELETE {
         let was = relay.unrevoke(&user);
-        tracing::info!(user = %user, was_revoked = was, "relay revocation lifted");
+        // Debug-quoted: whatever the name holds stays on one log line.
+        tracing::info!(user = ?user, was_revoked = was, "relay revocation lifted");
         return json(
             StatusCode::OK,
             &serde_json::json!({"user": user, "was_revoked": was}),
         );
     }
     let deleted = relay.revoke(&user);
-    tracing::info!(user = %user, allocations_deleted = deleted, "relay user revoked");
+    tracing::info!(user = ?user, allocations_deleted = deleted, "relay user revoked");
     json(
         StatusCode::OK,
         &serde_json::json!({

@@ -145,7 +145,7 @@ pub(super) fn build(
                 cx.spanned(
                     u,
                     "auth.jwks_url",
-                    format!("{:?} is not a URL", u.get_ref()),
+                    format!("{} is not a URL", super::validate::url_shown(u.get_ref())),
                 )
             })?;
             match uri.scheme_str() {
@@ -325,7 +325,10 @@ fn static_key(
             cx.spanned(
                 env,
                 field("secret_env"),
-                format!("environment variable {} is not set", env.get_ref()),
+                format!(
+                    "environment variable {} is not set",
+                    super::validate::env_name_shown(env.get_ref())
+                ),
             )
         })?;
         (v.into_encoded_bytes(), env, "secret_env")

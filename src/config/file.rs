@@ -56,6 +56,23 @@ pub struct LogFile {
     /// OTLP/HTTP traces endpoint (`http://host:4318/v1/traces`); needs the
     /// `otel` cargo feature. Default none.
     pub otlp_endpoint: Option<Spanned<String>>,
+    /// Whose `traceparent` is continued: `"continue"` (anyone's, default),
+    /// `"trusted"` (only from `[server] trusted_proxies`) or `"restart"`
+    /// (never: every request starts a trace at the gateway).
+    pub incoming_trace: IncomingTraceFile,
+}
+
+/// `[log] incoming_trace`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IncomingTraceFile {
+    /// Continue any client's valid trace.
+    #[default]
+    Continue,
+    /// Continue only traces that come through a trusted proxy.
+    Trusted,
+    /// Start a new trace for every request.
+    Restart,
 }
 
 impl Default for LogFile {
@@ -65,6 +82,7 @@ impl Default for LogFile {
             level: Spanned::new(0..0, "info".to_owned()),
             access_log: true,
             otlp_endpoint: None,
+            incoming_trace: IncomingTraceFile::Continue,
         }
     }
 }
@@ -102,6 +120,10 @@ pub struct ServerFile {
     pub max_request_body_bytes: u64,
     /// On SIGTERM/SIGINT, time in-flight requests get to finish. Default 30.
     pub shutdown_drain_seconds: u64,
+    /// On SIGTERM/SIGINT, time the gateway keeps accepting and serving as
+    /// usual while `/readyz` answers 503, before the listener closes and
+    /// the drain begins. Default 0.
+    pub shutdown_delay_seconds: Spanned<u64>,
     /// Tokio worker threads. Default: one per CPU.
     pub worker_threads: Option<Spanned<usize>>,
     /// Concurrent streams per HTTP/2 client connection. Default 256.
@@ -162,6 +184,7 @@ impl Default for ServerFile {
             max_header_bytes: Spanned::new(0..0, 64 * 1024),
             max_request_body_bytes: 16 * 1024 * 1024,
             shutdown_drain_seconds: 30,
+            shutdown_delay_seconds: Spanned::new(0..0, 0),
             worker_threads: None,
             http2_max_concurrent_streams: 256,
             idle_timeout_ms: Spanned::new(0..0, 60_000),

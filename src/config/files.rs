@@ -26,8 +26,20 @@ pub const MAX_SECRET_BYTES: u64 = 64 << 10;
 /// The I/O error; `InvalidInput` for something that is not a regular file
 /// or is larger than `cap`.
 pub fn read_capped(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
-    // stat, unlike open, never blocks on a FIFO.
-    let meta = std::fs::metadata(path)?;
+    // Opened first, then checked by the open file's own metadata (fstat):
+    // a check of the path before the open could be raced by a symlink
+    // swapped to a FIFO in between. Non-blocking, so opening a FIFO (or a
+    // device) returns at once instead of waiting for a writer; a regular
+    // file reads the same either way.
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -45,9 +57,7 @@ pub fn read_capped(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
     }
     let mut out = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     // Capped again while reading: the file may grow after the stat.
-    std::fs::File::open(path)?
-        .take(cap + 1)
-        .read_to_end(&mut out)?;
+    file.take(cap + 1).read_to_end(&mut out)?;
     if out.len() as u64 > cap {
         return Err(too_big());
     }
@@ -100,6 +110,14 @@ mod tests {
             assert!(e.to_string().contains("not a regular file"), "{e}");
             let e = read_capped(Path::new("/dev/zero"), 100).unwrap_err();
             assert!(e.to_string().contains("not a regular file"), "{e}");
+            // A symlink to a FIFO: opened without blocking, then refused.
+            let link = dir.path().join("link");
+            std::os::unix::fs::symlink(&fifo, &link).unwrap();
+            let e = read_capped(&link, 100).unwrap_err();
+            assert!(e.to_string().contains("not a regular file"), "{e}");
+            // And to a regular file: followed (Kubernetes mounts are symlinks).
+            std::os::unix::fs::symlink(&f, dir.path().join("ok")).unwrap();
+            assert_eq!(read_capped(&dir.path().join("ok"), 5).unwrap(), b"12345");
         }
     }
 

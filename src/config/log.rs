@@ -27,6 +27,8 @@ pub struct LogSettings {
     pub access_log: bool,
     /// Where request spans are exported over OTLP/HTTP (`otel` builds only).
     pub otlp_endpoint: Option<String>,
+    /// Whose `traceparent` a request continues.
+    pub incoming_trace: crate::metrics::traceparent::IncomingTrace,
 }
 
 impl Default for LogSettings {
@@ -36,8 +38,15 @@ impl Default for LogSettings {
             level: "info".to_owned(),
             access_log: true,
             otlp_endpoint: None,
+            incoming_trace: crate::metrics::traceparent::IncomingTrace::Continue,
         }
     }
+}
+
+fn is_level(word: &str) -> bool {
+    ["trace", "debug", "info", "warn", "error", "off"]
+        .iter()
+        .any(|l| word.eq_ignore_ascii_case(l))
 }
 
 pub(super) fn build(
@@ -54,6 +63,22 @@ pub(super) fn build(
             &raw.level,
             "log.level",
             format!("{level:?} is not a log filter (like \"info\" or \"info,aether_gateway=debug\"): {e}"),
+        ));
+    }
+    // A bare word is, to the filter, a target to log at every level, and
+    // nothing else is logged then: "inof" would silence the gateway. In
+    // the config a bare word must be a level; a target takes `=LEVEL`.
+    if let Some(word) = level
+        .split(',')
+        .map(str::trim)
+        .find(|d| !d.is_empty() && !d.contains('=') && !d.contains('[') && !is_level(d))
+    {
+        return Err(cx.spanned(
+            &raw.level,
+            "log.level",
+            format!(
+                "{word:?} is not a level (trace, debug, info, warn, error, off); a target needs one too, like \"{word}=debug\""
+            ),
         ));
     }
     let otlp_endpoint = match &raw.otlp_endpoint {
@@ -74,8 +99,8 @@ pub(super) fn build(
                     s,
                     "log.otlp_endpoint",
                     format!(
-                        "{:?} is not an http:// URL (like \"http://127.0.0.1:4318/v1/traces\")",
-                        s.get_ref()
+                        "{} is not an http:// URL (like \"http://127.0.0.1:4318/v1/traces\")",
+                        super::validate::url_shown(s.get_ref())
                     ),
                 ));
             }
@@ -90,5 +115,16 @@ pub(super) fn build(
         },
         level: level.clone(),
         access_log: raw.access_log,
+        incoming_trace: match raw.incoming_trace {
+            super::file::IncomingTraceFile::Continue => {
+                crate::metrics::traceparent::IncomingTrace::Continue
+            }
+            super::file::IncomingTraceFile::Trusted => {
+                crate::metrics::traceparent::IncomingTrace::Trusted
+            }
+            super::file::IncomingTraceFile::Restart => {
+                crate::metrics::traceparent::IncomingTrace::Restart
+            }
+        },
     })
 }

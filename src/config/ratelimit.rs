@@ -399,7 +399,7 @@ fn redis_backend(
                     "rate_limit.redis_url_env",
                     format!(
                         "environment variable {} is not set (or not UTF-8)",
-                        env.get_ref()
+                        super::validate::env_name_shown(env.get_ref())
                     ),
                 )
             })?;

@@ -52,7 +52,10 @@ fn secret(
                 cx.spanned(
                     e,
                     field(env_name),
-                    format!("environment variable {} is not set", e.get_ref()),
+                    format!(
+                        "environment variable {} is not set",
+                        super::validate::env_name_shown(e.get_ref())
+                    ),
                 )
             })?
             .into_encoded_bytes(),
@@ -261,7 +264,10 @@ pub(super) fn build(
                 cx.spanned(
                     e,
                     at("password_env"),
-                    format!("environment variable {} is not set", e.get_ref()),
+                    format!(
+                        "environment variable {} is not set",
+                        super::validate::env_name_shown(e.get_ref())
+                    ),
                 )
             })?,
             _ => {

@@ -43,6 +43,8 @@ pub struct Snapshot {
     pub source: std::sync::Arc<toml::Table>,
     /// `[log] access_log`: one line per request at target `access`.
     pub access_log: bool,
+    /// `[log] incoming_trace`: whose `traceparent` a request continues.
+    pub incoming_trace: crate::metrics::traceparent::IncomingTrace,
 }
 
 impl Default for Snapshot {
@@ -63,6 +65,7 @@ impl Default for Snapshot {
             admin_token: None,
             source: std::sync::Arc::default(),
             access_log: true,
+            incoming_trace: crate::metrics::traceparent::IncomingTrace::Continue,
         }
     }
 }
@@ -80,6 +83,9 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     /// Drain deadline on shutdown.
     pub shutdown_drain: Duration,
+    /// Time between the shutdown signal and the listener's close, served
+    /// as usual with `/readyz` at 503 (load balancers take the gateway out).
+    pub shutdown_delay: Duration,
     /// Tokio worker threads (`None`: one per CPU).
     pub worker_threads: Option<usize>,
     /// Concurrent streams per HTTP/2 connection.
@@ -114,6 +120,7 @@ impl ServerSettings {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
             shutdown_drain: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
             worker_threads: None,
             http2_max_concurrent_streams: 256,
             idle_timeout: Duration::from_secs(60),

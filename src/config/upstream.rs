@@ -591,7 +591,7 @@ pub(super) fn admin_token(
             "admin.token_env",
             format!(
                 "environment variable {} is not set (or not UTF-8): the admin API would be open",
-                env.get_ref()
+                super::validate::env_name_shown(env.get_ref())
             ),
         )
     })?;

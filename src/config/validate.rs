@@ -306,6 +306,15 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
     let log = super::log::build(cx, raw.log.as_ref())?;
 
     let mut server = build_server(cx, &raw)?;
+    if let Some(store) = &server.tls {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        for (i, problem) in store.problems(now) {
+            let cert = raw.server.tls[i].cert.get_ref();
+            warnings.push(format!("server.tls[{i}] ({cert}): {problem}"));
+        }
+    }
     let admin_token = match &raw.admin {
         Some(a) => super::upstream::admin_token(cx, a, &mut warnings)?,
         None => None,
@@ -496,6 +505,7 @@ fn build(cx: &Ctx<'_>, raw: FileConfig) -> Result<GatewayConfig, ConfigError> {
             admin_token,
             source: Arc::default(),
             access_log: log.access_log,
+            incoming_trace: log.incoming_trace,
         },
         warnings,
     })
@@ -617,6 +627,31 @@ fn route_auth(
     })
 }
 
+/// How an error names the environment variable a `*_env` field gave: the
+/// name as written when it looks like one (letters, digits, `_`), else a
+/// placeholder, because a value that is not a name is most likely the
+/// secret itself, typed where its variable's name belongs.
+pub(super) fn env_name_shown(name: &str) -> String {
+    let is_name = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if is_name {
+        name.to_owned()
+    } else {
+        "(not shown: the value is not a variable name such as AETHER_SECRET, and may be the secret itself)".to_owned()
+    }
+}
+
+/// A URL as an error quotes it: its secrets redacted (userinfo, secret
+/// query parameters; see `admin::redact_url`).
+pub(super) fn url_shown(url: &str) -> String {
+    format!(
+        "{:?}",
+        crate::admin::redact_url(url).unwrap_or_else(|| url.to_owned())
+    )
+}
+
 pub(super) fn parse_cidr(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>()
         .ok()
@@ -671,6 +706,13 @@ fn build_server(cx: &Ctx<'_>, raw: &FileConfig) -> Result<ServerSettings, Config
     {
         return Err(cx.spanned(w, "server.worker_threads", "must be at least 1"));
     }
+    if *s.shutdown_delay_seconds.get_ref() > 3600 {
+        return Err(cx.spanned(
+            &s.shutdown_delay_seconds,
+            "server.shutdown_delay_seconds",
+            "must be at most 3600 (an hour): it is how long load balancers get to notice /readyz's 503",
+        ));
+    }
     if !(100..=3_600_000).contains(s.reload_check_interval_ms.get_ref()) {
         return Err(cx.spanned(
             &s.reload_check_interval_ms,
@@ -684,6 +726,7 @@ fn build_server(cx: &Ctx<'_>, raw: &FileConfig) -> Result<ServerSettings, Config
         header_read_timeout: Duration::from_millis(*s.header_read_timeout_ms.get_ref()),
         max_header_bytes: *s.max_header_bytes.get_ref(),
         shutdown_drain: Duration::from_secs(s.shutdown_drain_seconds),
+        shutdown_delay: Duration::from_secs(*s.shutdown_delay_seconds.get_ref()),
         worker_threads: s.worker_threads.as_ref().map(|w| *w.get_ref()),
         http2_max_concurrent_streams: s.http2_max_concurrent_streams,
         idle_timeout: Duration::from_millis(*s.idle_timeout_ms.get_ref()),
@@ -1029,6 +1072,37 @@ service = "world-service"
     }
 
     #[test]
+    fn errors_never_quote_a_secret() {
+        // A URL's password and signature, in a URL that does not parse.
+        let e = err(
+            "[auth]\nissuer = \"i\"\naudiences = [\"a\"]\njwks_url = \"https://gw:hunter2@idp.example/j son?X-Amz-Signature=SIG0123\"\n",
+        );
+        assert_eq!((e.line, e.field.as_str()), (4, "auth.jwks_url"));
+        let shown = e.to_string();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("SIG0123"),
+            "{shown}"
+        );
+        assert!(shown.contains("gw:<redacted>@idp.example"), "{shown}");
+        // A secret typed where the variable's name belongs.
+        let e = err(
+            "[auth]\nissuer = \"i\"\naudiences = [\"a\"]\n[[auth.keys]]\nkid = \"k\"\nalgorithm = \"HS256\"\nsecret_env = \"hmac-SECRET-0123/xyz\"\n",
+        );
+        let shown = e.to_string();
+        assert!(!shown.contains("SECRET-0123"), "{shown}");
+        assert!(shown.contains("not shown"), "{shown}");
+        // A real variable name is named.
+        let e = err(
+            "[auth]\nissuer = \"i\"\naudiences = [\"a\"]\n[[auth.keys]]\nkid = \"k\"\nalgorithm = \"HS256\"\nsecret_env = \"AETHER_TEST_UNSET_SECRET\"\n",
+        );
+        assert!(
+            e.to_string()
+                .contains("environment variable AETHER_TEST_UNSET_SECRET is not set"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn log_errors_name_line_and_field() {
         let e = err("[log]\nformat = \"xml\"\n");
         assert_eq!((e.line, e.field.as_str()), (2, "log.format"));
@@ -1038,6 +1112,16 @@ service = "world-service"
         assert!(e.message.contains("unknown field `acces_log`"), "{e}");
         let e = err("[log]\nlevel = \"info,=[\"\n");
         assert_eq!((e.line, e.field.as_str()), (2, "log.level"));
+        // A misspelt level would silence everything: refused.
+        let e = err("[log]\nformat = \"json\"\nlevel = \"inof\"\n");
+        assert_eq!((e.line, e.field.as_str()), (3, "log.level"));
+        assert!(
+            e.message.contains("\"inof\" is not a level"),
+            "{}",
+            e.message
+        );
+        let e = err("[log]\nlevel = \"warn,aether_gateway\"\n");
+        assert!(e.message.contains("aether_gateway=debug"), "{}", e.message);
         let e = err("[log]\naccess_log = \"yes\"\n");
         assert_eq!((e.line, e.field.as_str()), (2, "log.access_log"));
         let e = err("[log]\notlp_endpoint = \"udp://x\"\n");

@@ -43,13 +43,13 @@ pub(crate) struct ConnInfo {
     /// The same as a header value, reused by every request.
     peer_ip_header: HeaderValue,
     /// The connection's `max_connections` slot; tunnels hold it too.
-    slot: Arc<tokio::sync::OwnedSemaphorePermit>,
+    slot: Arc<ConnSlot>,
     /// The connection came over TLS (`X-Forwarded-Proto: https`).
     pub tls: bool,
 }
 
 impl ConnInfo {
-    pub(crate) fn new(peer: SocketAddr, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+    pub(crate) fn new(peer: SocketAddr, slot: ConnSlot) -> Self {
         let peer_ip = super::forwarded::canonical(peer.ip());
         ConnInfo {
             peer_ip,
@@ -63,6 +63,21 @@ impl ConnInfo {
     pub(crate) fn over_tls(mut self) -> Self {
         self.tls = true;
         self
+    }
+}
+
+/// What a client connection holds from its accept until it and every
+/// tunnel it opened have closed: its `max_connections` slot and its count
+/// in the open-connections gauge (so the gauge shows what the cap counts,
+/// TLS handshakes and WebSockets included).
+pub(crate) struct ConnSlot {
+    pub(crate) _permit: tokio::sync::OwnedSemaphorePermit,
+    pub(crate) _open: crate::metrics::GaugeGuard,
+}
+
+impl std::fmt::Debug for ConnSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnSlot")
     }
 }
 
@@ -82,12 +97,21 @@ pub(crate) struct Shared {
     pub reload: crate::runtime::reload::ReloadHandle,
     /// Counters that outlive any one config snapshot.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Set when a graceful shutdown begins (`/readyz` answers 503).
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The listener's certificates, with `[[server.tls]]` (for `/metrics`).
+    pub tls: Option<Arc<crate::tls::CertStore>>,
     /// The OTLP span exporter, with `[log] otlp_endpoint`.
     #[cfg(feature = "otel")]
     pub otel: Option<Arc<crate::metrics::otel::SpanExport>>,
 }
 
 impl Shared {
+    /// True once a graceful shutdown has begun.
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Whether requests' spans are exported (their new traces are sampled).
     fn exports_spans(&self) -> bool {
         #[cfg(feature = "otel")]
@@ -177,7 +201,7 @@ pub(crate) async fn handle(
             request_id: request_id.clone(),
             status,
             region: resp.headers().get(&super::X_AETHER_REGION).cloned(),
-            endpoint: resp.body().endpoint(),
+            endpoint: exchange.endpoint.or_else(|| resp.body().endpoint()),
             exchange,
             bytes_out: 0,
             log,
@@ -368,8 +392,9 @@ async fn proxy(
     };
     hdrs.insert(&X_REAL_IP, real_ip);
     hdrs.insert(&X_REQUEST_ID, request_id.clone());
+    let continue_trace = snap.incoming_trace.continues(peer_trusted);
     let (trace, incoming_parent) =
-        crate::metrics::traceparent::propagate(hdrs, shared.exports_spans());
+        crate::metrics::traceparent::propagate(hdrs, shared.exports_spans(), continue_trace);
     exchange.trace = Some(trace);
     exchange.incoming_parent = incoming_parent;
 
@@ -411,6 +436,9 @@ async fn proxy(
         && resp.status() == StatusCode::SWITCHING_PROTOCOLS
     {
         let on_upstream = hyper::upgrade::on(&mut resp);
+        // The access line of the 101 names the endpoint, taken with the
+        // in-flight guard below.
+        exchange.endpoint = resp.body().endpoint();
         // The tunnel is a request in flight at its endpoint until it closes
         // (the circuit breaker counts it).
         let in_flight = resp.body_mut().take_in_flight();
@@ -419,20 +447,42 @@ async fn proxy(
         // The tunnel keeps the connection's slot until it closes.
         let slot = Arc::clone(&conn.slot);
         let open = crate::metrics::GaugeGuard::inc(&shared.metrics.websockets);
+        let close_line = crate::metrics::access::enabled(snap).then(|| {
+            crate::metrics::access::TunnelLine::new(
+                request_id.clone(),
+                Arc::clone(&route.policy.name),
+                exchange.endpoint,
+            )
+        });
         shared.tunnels.spawn(async move {
             let _slot = slot;
             let _in_flight = in_flight;
             let _open = open;
-            let tunnel = async move {
+            let carried = super::tunnel::Carried::default();
+            let tunnel = async {
                 let (client, upstream) = tokio::try_join!(on_client, on_upstream)?;
-                super::tunnel::run(TokioIo::new(client), TokioIo::new(upstream), idle).await?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+                let ended = super::tunnel::run(
+                    TokioIo::new(client),
+                    TokioIo::new(upstream),
+                    idle,
+                    &carried,
+                )
+                .await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(ended)
             };
-            tokio::select! {
-                r = tunnel => if let Err(e) = r {
-                    tracing::debug!(error = %e, "tunnel closed with an error");
+            let how = tokio::select! {
+                r = tunnel => match r {
+                    Ok(super::tunnel::Ended::Closed) => "closed",
+                    Ok(super::tunnel::Ended::Idle) => "idle",
+                    Err(e) => {
+                        tracing::debug!(error = %e, "tunnel closed with an error");
+                        "error"
+                    }
                 },
-                _ = stop.cancelled() => {}
+                _ = stop.cancelled() => "shutdown",
+            };
+            if let Some(line) = close_line {
+                line.write(&carried, how);
             }
         });
     }

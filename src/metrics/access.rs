@@ -16,6 +16,26 @@ use crate::auth::Token;
 use crate::body::BodyProgress;
 use crate::router::RouteEntry;
 
+/// The longest path an access line (or a span) carries, in bytes.
+/// Longer ones are cut (and `path_bytes` says how long they were), so a
+/// line's size is bounded whatever the client sends: the log writer's
+/// queue is bounded in lines, and lines must be small for its memory to be.
+pub const MAX_LOGGED_PATH: usize = 512;
+/// The longest user (`sub`) an access line carries, in bytes.
+pub const MAX_LOGGED_USER: usize = 128;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub(crate) fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Whether a request's line will be written: `[log] access_log` is on and
 /// the `access` target is not filtered out (`RUST_LOG=access=off`), so a
 /// line nobody reads is not even assembled.
@@ -39,6 +59,51 @@ pub(crate) struct Exchange {
     pub incoming_parent: Option<[u8; 8]>,
     /// The client body's progress, for its byte count (access log only).
     pub body: Option<Arc<BodyProgress>>,
+    /// The endpoint of a `101` whose tunnel took the response's in-flight
+    /// guard (which otherwise names it).
+    pub endpoint: Option<SocketAddr>,
+}
+
+/// The access log's second line for a WebSocket: written when its tunnel
+/// closes, with how long it was open and what it carried.
+#[derive(Debug)]
+pub(crate) struct TunnelLine {
+    started: quanta::Instant,
+    request_id: HeaderValue,
+    route: Arc<str>,
+    endpoint: Option<SocketAddr>,
+}
+
+impl TunnelLine {
+    pub(crate) fn new(
+        request_id: HeaderValue,
+        route: Arc<str>,
+        endpoint: Option<SocketAddr>,
+    ) -> Self {
+        TunnelLine {
+            started: quanta::Instant::now(),
+            request_id,
+            route,
+            endpoint,
+        }
+    }
+
+    /// Write the line: `how` the tunnel ended (`closed`, `idle`, `error`,
+    /// `shutdown`).
+    pub(crate) fn write(self, carried: &crate::dispatch::tunnel::Carried, how: &'static str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        tracing::info!(
+            target: "access",
+            request_id = self.request_id.to_str().unwrap_or_default(),
+            route = &*self.route,
+            upstream = self.endpoint.map(tracing::field::display),
+            tunnel_ms = (self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            bytes_up = carried.up.load(Relaxed),
+            bytes_down = carried.down.load(Relaxed),
+            ended = how,
+            "tunnel closed"
+        );
+    }
 }
 
 /// One access-log line being assembled; written on drop.
@@ -76,7 +141,10 @@ impl Drop for AccessLine {
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         let route = x.route.as_ref().map(|r| &*r.policy.name);
         let service = x.route.as_ref().map(|r| r.route.target.name());
-        let user = x.user.as_ref().map(|t| t.subject.as_str());
+        let user = x.user.as_ref().map(|t| clip(&t.subject, MAX_LOGGED_USER));
+        let full_path = self.uri.path();
+        let path = clip(full_path, MAX_LOGGED_PATH);
+        let path_bytes = (path.len() < full_path.len()).then_some(full_path.len());
         let trace = x.trace.map(|t| t.trace_id_hex());
         let trace_id = trace.as_ref().and_then(|t| std::str::from_utf8(t).ok());
         let bytes_in = x.body.as_ref().map_or(0, |b| b.received_bytes());
@@ -85,7 +153,8 @@ impl Drop for AccessLine {
             request_id = self.request_id.to_str().unwrap_or_default(),
             trace_id,
             method = self.method.as_str(),
-            path = self.uri.path(),
+            path,
+            path_bytes,
             route = route.unwrap_or(super::NO_ROUTE),
             service,
             upstream = self.endpoint.map(tracing::field::display),

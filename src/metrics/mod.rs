@@ -87,6 +87,16 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+/// Lines the log writer queues before it drops them (see `main.rs`).
+pub const LOG_QUEUE_LINES: usize = 32_768;
+
+static DROPPED_LOG_LINES: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
+
+/// The process's log writer's count of dropped lines, for `/metrics`.
+pub fn count_dropped_log_lines(counter: tracing_appender::non_blocking::ErrorCounter) {
+    let _ = DROPPED_LOG_LINES.set(counter);
+}
+
 /// The gateway's own counters, registered once.
 #[derive(Debug)]
 pub struct Metrics {
@@ -101,6 +111,7 @@ pub struct Metrics {
     pub connections: Gauge,
     /// WebSocket (upgraded) tunnels open now.
     pub websockets: Gauge,
+    tls_handshake_failures: Family<ReasonLabels, Counter>,
     /// Handles of requests that matched no route.
     unrouted: RouteMetrics,
 }
@@ -159,6 +170,12 @@ impl Metrics {
             "WebSocket tunnels open",
             websockets.clone(),
         );
+        let tls_handshake_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes on the listener that failed (error) or were not finished within the header-read timeout (timeout)",
+            tls_handshake_failures.clone(),
+        );
         let unrouted = RouteMetrics::build(
             &requests,
             &gateway_seconds,
@@ -179,6 +196,7 @@ impl Metrics {
             auth_handles: Default::default(),
             connections,
             websockets,
+            tls_handshake_failures,
             unrouted,
         }
     }
@@ -200,6 +218,14 @@ impl Metrics {
                 entry.policy.rate_limit.iter().chain(global),
             )
         })
+    }
+
+    /// Count a failed listener handshake: `reason` is `"error"` or `"timeout"`.
+    pub fn tls_handshake_failed(&self, reason: &'static str) {
+        // Rare (a failure): the family's lock is fine here.
+        self.tls_handshake_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// The handles of requests that matched no route.
@@ -253,6 +279,21 @@ pub(crate) fn scrape(
     text.truncate(eof);
     let reload = scrape::reload_registry(&shared.reload.status());
     let _ = prometheus_client::encoding::text::encode_registry(&mut text, &reload);
+    if let Some(dropped) = DROPPED_LOG_LINES.get() {
+        let mut log = prometheus_client::registry::Registry::with_prefix("aether_log");
+        let c = prometheus_client::metrics::counter::Counter::<u64>::default();
+        c.inc_by(dropped.dropped_lines() as u64);
+        log.register(
+            "lines_dropped",
+            "Log lines dropped because the log writer's queue was full (a stalled log reader)",
+            c,
+        );
+        let _ = prometheus_client::encoding::text::encode_registry(&mut text, &log);
+    }
+    if let Some(store) = &shared.tls {
+        let tls = scrape::tls_registry(store);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut text, &tls);
+    }
     let _ = prometheus_client::encoding::text::encode_eof(&mut text);
     let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(text)));
     let h = r.headers_mut();
@@ -448,6 +489,33 @@ mod scrape {
             "loaded_at_seconds",
             "When the config in effect was loaded (Unix time)",
             gauge(status.loaded_at_unix),
+        );
+        reg
+    }
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct CertLabels {
+        server_name: String,
+    }
+
+    /// The listener's certificates: when each expires, failed rotations.
+    pub(crate) fn tls_registry(store: &crate::tls::CertStore) -> Registry {
+        let mut reg = Registry::with_prefix("aether_tls");
+        let expiry = Family::<CertLabels, Gauge>::default();
+        for (server_name, not_after) in store.expiries() {
+            expiry
+                .get_or_create(&CertLabels { server_name })
+                .set(not_after);
+        }
+        reg.register(
+            "certificate_expiry_timestamp_seconds",
+            "When each [[server.tls]] certificate expires (Unix time), by its first server name",
+            expiry,
+        );
+        reg.register(
+            "certificate_reload_failures",
+            "Changed certificate or key files that could not be loaded (the old certificate stayed in use)",
+            counter(store.reload_failures()),
         );
         reg
     }

@@ -92,7 +92,10 @@ impl SpanExport {
         let route = x.route.as_ref().map(|r| r.policy.name.clone());
         let mut attributes = vec![
             KeyValue::new("http.request.method", line.method.as_str().to_owned()),
-            KeyValue::new("url.path", line.uri.path().to_owned()),
+            KeyValue::new(
+                "url.path",
+                super::access::clip(line.uri.path(), super::access::MAX_LOGGED_PATH).to_owned(),
+            ),
             KeyValue::new("http.response.status_code", i64::from(line.status)),
             KeyValue::new("client.address", line.client_ip.to_string()),
             KeyValue::new(

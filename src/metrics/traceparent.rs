@@ -162,15 +162,43 @@ fn nonzero_u64() -> u64 {
     }
 }
 
+/// Whose `traceparent` a request continues (`[log] incoming_trace`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IncomingTrace {
+    /// Any client's valid trace context is continued.
+    #[default]
+    Continue,
+    /// Only a trace context that came through a trusted proxy.
+    Trusted,
+    /// Never: every request starts a trace at the gateway (an internet
+    /// client then chooses neither trace ids nor sampling of the services).
+    Restart,
+}
+
+impl IncomingTrace {
+    /// Whether a request from a peer (trusted as a proxy or not) continues
+    /// the trace context it carries.
+    pub fn continues(self, peer_trusted: bool) -> bool {
+        match self {
+            IncomingTrace::Continue => true,
+            IncomingTrace::Trusted => peer_trusted,
+            IncomingTrace::Restart => false,
+        }
+    }
+}
+
 /// Set the upstream request's `traceparent` from the client's: a valid
-/// one is continued (same trace, the gateway's span as parent), anything
-/// else replaced by a new trace (flagged sampled when `sample_roots`: the
-/// gateway exports its spans), whose `tracestate` (belonging to the
-/// refused trace) is dropped. Returns the trace the request is part of and
-/// the client's span id, when it sent a valid one.
+/// one is continued (same trace, the gateway's span as parent) when
+/// `accept_incoming`, anything else replaced by a new trace (flagged
+/// sampled when `sample_roots`: the gateway exports its spans), whose
+/// `tracestate` (belonging to the refused trace) is dropped. A continued
+/// trace's `tracestate` is passed on only as W3C allows it (see
+/// [`normalize_tracestate`]). Returns the trace the request is part of and
+/// the client's span id, when it sent a valid one that was continued.
 pub fn propagate(
     headers: &mut http::HeaderMap,
     sample_roots: bool,
+    accept_incoming: bool,
 ) -> (TraceParent, Option<[u8; 8]>) {
     // One lookup of `traceparent`, its value replaced in place.
     let (tp, incoming) = match headers.entry(&TRACEPARENT) {
@@ -178,7 +206,7 @@ pub fn propagate(
             let mut all = e.iter();
             // Two traceparent headers are as good as none (§3.2: one value).
             let incoming = match (all.next(), all.next()) {
-                (Some(v), None) => TraceParent::parse(v.as_bytes()).ok(),
+                (Some(v), None) if accept_incoming => TraceParent::parse(v.as_bytes()).ok(),
                 _ => None,
             };
             let tp = match incoming {
@@ -194,11 +222,112 @@ pub fn propagate(
             (tp, None)
         }
     };
-    if incoming.is_none() {
+    match incoming {
         // The state of a trace we did not continue.
-        headers.remove(&TRACESTATE);
+        None => {
+            headers.remove(&TRACESTATE);
+        }
+        Some(_) => {
+            if let http::header::Entry::Occupied(e) = headers.entry(&TRACESTATE) {
+                match normalize_tracestate(e.iter().map(HeaderValue::as_bytes)) {
+                    Some(v) => {
+                        let mut e = e;
+                        e.insert(v);
+                    }
+                    None => {
+                        e.remove();
+                    }
+                }
+            }
+        }
     }
     (tp, incoming.map(|p| p.parent_id))
+}
+
+/// At most this many `tracestate` list members (W3C Trace Context §3.3.1.1).
+pub const MAX_TRACESTATE_MEMBERS: usize = 32;
+/// A `tracestate` passed on is at most this long; members are dropped
+/// from the end (the oldest vendors') to fit (§3.3.1.5).
+pub const MAX_TRACESTATE_BYTES: usize = 512;
+
+/// `tracestate` as W3C Trace Context §3.3 allows it to be passed on: the
+/// fields joined into one list, empty members dropped, every member
+/// `key=value` of the specified grammar, no key twice, at most 32 members,
+/// cut to 512 bytes by dropping members longer than 128 bytes and then
+/// members from the end. `None` when the header cannot be parsed (it is
+/// then not passed on at all) or nothing is left.
+pub fn normalize_tracestate<'a>(fields: impl Iterator<Item = &'a [u8]>) -> Option<HeaderValue> {
+    let mut members: Vec<&[u8]> = Vec::new();
+    for field in fields {
+        for m in field.split(|&b| b == b',') {
+            let m = m.trim_ascii();
+            if m.is_empty() {
+                continue;
+            }
+            let eq = m.iter().position(|&b| b == b'=')?;
+            let (key, value) = (&m[..eq], &m[eq + 1..]);
+            if !valid_key(key) || !valid_value(value) {
+                return None;
+            }
+            if members
+                .iter()
+                .any(|o| o.split(|&b| b == b'=').next() == Some(key))
+            {
+                return None;
+            }
+            members.push(m);
+            if members.len() > MAX_TRACESTATE_MEMBERS {
+                return None;
+            }
+        }
+    }
+    let len = |ms: &[&[u8]]| ms.iter().map(|m| m.len()).sum::<usize>() + ms.len().saturating_sub(1);
+    if len(&members) > MAX_TRACESTATE_BYTES {
+        members.retain(|m| m.len() <= 128);
+        while len(&members) > MAX_TRACESTATE_BYTES {
+            members.pop();
+        }
+    }
+    if members.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(len(&members));
+    for (i, m) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(m);
+    }
+    HeaderValue::from_bytes(&out).ok()
+}
+
+/// `simple-key` or `tenant-id "@" system-id`.
+fn valid_key(key: &[u8]) -> bool {
+    let rest = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/".contains(b);
+    match key.iter().position(|&b| b == b'@') {
+        None => {
+            (1..=256).contains(&key.len())
+                && key[0].is_ascii_lowercase()
+                && key[1..].iter().all(rest)
+        }
+        Some(at) => {
+            let (tenant, system) = (&key[..at], &key[at + 1..]);
+            (1..=241).contains(&tenant.len())
+                && (tenant[0].is_ascii_lowercase() || tenant[0].is_ascii_digit())
+                && tenant[1..].iter().all(rest)
+                && (1..=14).contains(&system.len())
+                && system[0].is_ascii_lowercase()
+                && system[1..].iter().all(rest)
+        }
+    }
+}
+
+/// `0*255(chr) nblk-chr`: printable ASCII but `,` and `=`, spaces inside only.
+fn valid_value(value: &[u8]) -> bool {
+    let nblk = |b: u8| (0x21..=0x7e).contains(&b) && b != b',' && b != b'=';
+    (1..=256).contains(&value.len())
+        && value.iter().all(|&b| b == b' ' || nblk(b))
+        && value.last().is_some_and(|&b| nblk(b))
 }
 
 fn root(sample_roots: bool) -> TraceParent {
@@ -277,7 +406,7 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.insert(&TRACEPARENT, HeaderValue::from_static(GOOD));
         h.insert(&TRACESTATE, HeaderValue::from_static("a=1"));
-        let (tp, parent) = propagate(&mut h, false);
+        let (tp, parent) = propagate(&mut h, false, true);
         assert_eq!(&tp.trace_id_hex(), b"4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(
             parent,
@@ -289,17 +418,112 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.insert(&TRACEPARENT, HeaderValue::from_static("junk"));
         h.insert(&TRACESTATE, HeaderValue::from_static("a=1"));
-        let (tp, parent) = propagate(&mut h, true);
+        let (tp, parent) = propagate(&mut h, true, true);
         assert_eq!(parent, None);
         assert_eq!(tp.flags, 1);
         assert!(h.get(&TRACESTATE).is_none());
         assert_eq!(TraceParent::parse(h[&TRACEPARENT].as_bytes()), Ok(tp));
+
+        // Not accepted from this client: a new trace, its state dropped.
+        let mut h = http::HeaderMap::new();
+        h.insert(&TRACEPARENT, HeaderValue::from_static(GOOD));
+        h.insert(&TRACESTATE, HeaderValue::from_static("a=1"));
+        let (tp, parent) = propagate(&mut h, false, false);
+        assert_eq!(parent, None);
+        assert_ne!(&tp.trace_id_hex(), b"4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(h.get(&TRACESTATE).is_none());
+
+        // A continued trace's tracestate: joined, or dropped when invalid.
+        let mut h = http::HeaderMap::new();
+        h.insert(&TRACEPARENT, HeaderValue::from_static(GOOD));
+        h.append(&TRACESTATE, HeaderValue::from_static("a=1, ,b@v=x y"));
+        h.append(&TRACESTATE, HeaderValue::from_static("c=3"));
+        propagate(&mut h, false, true);
+        assert_eq!(
+            h.get_all(&TRACESTATE).iter().collect::<Vec<_>>(),
+            ["a=1,b@v=x y,c=3"]
+        );
+        let mut h = http::HeaderMap::new();
+        h.insert(&TRACEPARENT, HeaderValue::from_static(GOOD));
+        h.insert(&TRACESTATE, HeaderValue::from_static("!!!not a member"));
+        propagate(&mut h, false, true);
+        assert!(h.get(&TRACESTATE).is_none());
+        assert!(!IncomingTrace::Trusted.continues(false));
+        assert!(IncomingTrace::Trusted.continues(true));
+        assert!(!IncomingTrace::Restart.continues(true));
+    }
+
+    fn norm(fields: &[&str]) -> Option<String> {
+        normalize_tracestate(fields.iter().map(|f| f.as_bytes()))
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn tracestate_follows_the_w3c_grammar() {
+        assert_eq!(
+            norm(&["rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"]).as_deref(),
+            Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE")
+        );
+        // Whitespace around members is OWS; empty members are dropped.
+        assert_eq!(norm(&["  a=1 ,\tb=2", ""]).as_deref(), Some("a=1,b=2"));
+        assert_eq!(
+            norm(&["t1@sys=v", "0t@s-y_s*/=v"]).as_deref(),
+            Some("t1@sys=v,0t@s-y_s*/=v")
+        );
+        for bad in [
+            "A=1",   // upper-case key
+            "1a=1",  // simple key starting with a digit
+            "a=",    // empty value
+            "a",     // no '='
+            "a=b=c", // '=' in the value
+            "a@=1",  // empty system id
+            "a@toolongsystemid=1",
+            "a=1,a=2",  // duplicate key
+            "a=\u{e9}", // not ASCII
+        ] {
+            assert_eq!(norm(&[bad]), None, "{bad:?} accepted");
+        }
+        // 32 members pass, 33 do not.
+        let members: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+        assert!(norm(&[&members[..32].join(",")]).is_some());
+        assert_eq!(norm(&[&members.join(",")]), None);
+        // Over 512 bytes: long members go first, then members from the end.
+        let long = format!("big={}", "x".repeat(200));
+        let small: Vec<String> = (0..30)
+            .map(|i| format!("k{i:02}={}", "y".repeat(12)))
+            .collect();
+        let mut input = vec![long.clone()];
+        input.extend(small.iter().cloned());
+        let out = norm(&[&input.join(",")]).unwrap();
+        assert!(out.len() <= MAX_TRACESTATE_BYTES, "{}", out.len());
+        assert!(!out.contains("big="));
+        assert!(out.starts_with("k00="));
+        // 30 members of 16 bytes and 29 commas = 509: all fit.
+        assert_eq!(out.split(',').count(), 30);
     }
 
     proptest! {
         #[test]
         fn parse_never_panics(v in proptest::collection::vec(any::<u8>(), 0..80)) {
             let _ = TraceParent::parse(&v);
+        }
+
+        /// What is passed on is bounded, parses again to itself, and only
+        /// holds members of the input.
+        #[test]
+        fn tracestate_output_is_bounded_and_stable(
+            fields in proptest::collection::vec("[a-z0-9@=, _*/\\-]{0,80}", 0..6)
+        ) {
+            let refs: Vec<&[u8]> = fields.iter().map(|f| f.as_bytes()).collect();
+            if let Some(v) = normalize_tracestate(refs.iter().copied()) {
+                prop_assert!(v.len() <= MAX_TRACESTATE_BYTES);
+                let again = normalize_tracestate(std::iter::once(v.as_bytes()));
+                prop_assert_eq!(again.as_ref(), Some(&v));
+                let joined = fields.join(",");
+                for m in v.to_str().unwrap().split(',') {
+                    prop_assert!(joined.split(',').any(|x| x.trim() == m));
+                }
+            }
         }
 
         #[test]

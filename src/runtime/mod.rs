@@ -24,7 +24,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::body::ResponseBody;
 use crate::config::{GatewayConfig, ServerSettings, Snapshot};
 use crate::dispatch::Dispatcher;
-use crate::dispatch::pipeline::{self, ConnInfo, Shared};
+use crate::dispatch::pipeline::{self, ConnInfo, ConnSlot, Shared};
 use crate::router::Router;
 
 /// The seed's minimal runtime settings: a port and a connection cap.
@@ -296,9 +296,25 @@ async fn serve(
     let _relay_stop = relay_stop.drop_guard();
     // Cancelled when the drain deadline passes: connections still open are cut.
     let hard_stop = Stop::default();
+    // Fired `shutdown_delay` after `shutdown`: the listener closes and the
+    // connections begin to drain. Until then the gateway serves as usual and
+    // only `/readyz` (503) tells load balancers it is going.
+    let closing = Stop::default();
+    {
+        let (shutdown, closing, delay) =
+            (shutdown.clone(), closing.clone(), settings.shutdown_delay);
+        tokio::spawn(async move {
+            shutdown.token.cancelled().await;
+            if !delay.is_zero() {
+                tracing::info!(delay = ?delay, "readiness withdrawn: closing the listener after the shutdown delay");
+                tokio::time::sleep(delay).await;
+            }
+            closing.fire();
+        });
+    }
     // Background work of the config (probes, discovery, JWKS refresh,
     // Redis, reloads) stops with the listener.
-    let background = shutdown.token.child_token();
+    let background = closing.token.child_token();
     let mut tasks = background::Background::new(background.clone());
     tasks.sync(&snapshot);
     let (reload, reload_rx) =
@@ -314,6 +330,8 @@ async fn serve(
         relay,
         reload,
         metrics: Arc::new(crate::metrics::Metrics::new()),
+        draining: Arc::clone(&shutdown.fired),
+        tls: settings.tls.clone(),
         #[cfg(feature = "otel")]
         otel: settings.log.otlp_endpoint.as_deref().and_then(|endpoint| {
             crate::metrics::otel::SpanExport::start(endpoint, tokio::runtime::Handle::current())
@@ -333,19 +351,19 @@ async fn serve(
         Arc::clone(&shared),
         background.clone(),
     ));
+    // The admin API outlives the drain (it stops when this function
+    // returns): `/readyz` says 503 to load balancers while connections drain.
+    let admin_stop = CancellationToken::new();
+    let _admin_stop = admin_stop.clone().drop_guard();
     if let Some(admin) = admin {
-        tokio::spawn(crate::admin::serve(
-            admin,
-            Arc::clone(&shared),
-            background.clone(),
-        ));
+        tokio::spawn(crate::admin::serve(admin, Arc::clone(&shared), admin_stop));
     }
     let env = Arc::new(ConnEnv {
         shared: Arc::clone(&shared),
         builder: http_builder(&settings),
         tls,
         settings: settings.clone(),
-        shutdown: shutdown.clone(),
+        shutdown: closing.clone(),
         hard_stop: hard_stop.clone(),
     });
     let connections = TaskTracker::new();
@@ -356,12 +374,12 @@ async fn serve(
         // accept queue (as HAProxy's maxconn does) instead of being dropped.
         let permit = tokio::select! {
             biased;
-            _ = shutdown.token.cancelled() => break,
+            _ = closing.token.cancelled() => break,
             p = Arc::clone(&slots).acquire_owned() => p.expect("the semaphore is never closed"),
         };
         let (stream, peer) = tokio::select! {
             biased;
-            _ = shutdown.token.cancelled() => break,
+            _ = closing.token.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -373,6 +391,10 @@ async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let permit = ConnSlot {
+            _permit: permit,
+            _open: crate::metrics::GaugeGuard::inc(&shared.metrics.connections),
+        };
         // The handshake runs in the connection's task: a slow client never
         // holds up the accept loop. Plain connections keep their own
         // monomorphised path, with no TLS state in it.
@@ -392,8 +414,12 @@ async fn serve(
     drop(listener);
     connections.close();
     shared.tunnels.close();
-    let open = connections.len();
-    tracing::info!(open_connections = open, deadline = ?settings.shutdown_drain, "listener closed; draining");
+    tracing::info!(
+        open_connections = connections.len(),
+        open_tunnels = shared.tunnels.len(),
+        deadline = ?settings.shutdown_drain,
+        "listener closed; draining"
+    );
     let drained = tokio::time::timeout(settings.shutdown_drain, async {
         connections.wait().await;
         shared.tunnels.wait().await;
@@ -463,22 +489,19 @@ struct ConnEnv {
 /// The TLS handshake, bounded by the header-read timeout (a client that
 /// opens TCP and never finishes it is cut like a slowloris), then HTTP over
 /// the TLS stream.
-async fn serve_tls(
-    stream: TcpStream,
-    peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
-    env: Arc<ConnEnv>,
-) {
+async fn serve_tls(stream: TcpStream, peer: SocketAddr, permit: ConnSlot, env: Arc<ConnEnv>) {
     let Some(acceptor) = &env.tls else { return };
     let handshake = tokio::time::timeout(env.settings.header_read_timeout, acceptor.accept(stream));
     let tls = tokio::select! {
         r = handshake => match r {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
+                env.shared.metrics.tls_handshake_failed("error");
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
                 return;
             }
             Err(_) => {
+                env.shared.metrics.tls_handshake_failed("timeout");
                 tracing::debug!(%peer, "TLS handshake timed out");
                 return;
             }
@@ -491,7 +514,7 @@ async fn serve_tls(
 async fn serve_connection<S>(
     stream: S,
     peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    permit: ConnSlot,
     env: Arc<ConnEnv>,
     tls: bool,
 ) where
@@ -506,7 +529,6 @@ async fn serve_connection<S>(
         ..
     } = &*env;
     let shared = Arc::clone(shared);
-    let _open = crate::metrics::GaugeGuard::inc(&shared.metrics.connections);
     // One Arc per connection: each request clones a single pointer. The
     // connection slot lives in it, so a WebSocket tunnel that outlives the
     // HTTP connection keeps counting against `max_connections`.

@@ -383,6 +383,7 @@ fn restart_required(running: &ServerSettings, new: &ServerSettings) -> Vec<Strin
         header_read_timeout => "server.header_read_timeout_ms",
         max_header_bytes => "server.max_header_bytes",
         shutdown_drain => "server.shutdown_drain_seconds",
+        shutdown_delay => "server.shutdown_delay_seconds",
         worker_threads => "server.worker_threads",
         http2_max_concurrent_streams => "server.http2_max_concurrent_streams",
         idle_timeout => "server.idle_timeout_ms",

@@ -185,6 +185,104 @@ struct Loaded {
     source: CertSource,
     key: Arc<CertifiedKey>,
     stamps: Stamps,
+    /// What the leaf certificate says (`None`: x509-parser could not read
+    /// it, though rustls could: no warnings then).
+    leaf: Option<Arc<Leaf>>,
+}
+
+/// The parts of a leaf certificate an operator is warned about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leaf {
+    /// Valid from (Unix seconds).
+    pub not_before: i64,
+    /// Valid until (Unix seconds).
+    pub not_after: i64,
+    /// Its DNS subject alternative names, lower case (`*.x` kept as is).
+    pub dns_names: Vec<String>,
+}
+
+impl Leaf {
+    /// Read a DER certificate; `None` when it cannot be parsed.
+    pub fn parse(der: &[u8]) -> Option<Leaf> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let validity = cert.validity();
+        let dns_names = match cert.subject_alternative_name() {
+            Ok(Some(san)) => san
+                .value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => {
+                        Some(d.to_ascii_lowercase())
+                    }
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Some(Leaf {
+            not_before: validity.not_before.timestamp(),
+            not_after: validity.not_after.timestamp(),
+            dns_names,
+        })
+    }
+
+    /// Whether a client asking for `pattern` is given a certificate that
+    /// names it (RFC 6125: a `*.` SAN covers one label).
+    pub fn covers(&self, pattern: &NamePattern) -> bool {
+        self.dns_names.iter().any(|san| match pattern {
+            NamePattern::Exact(name) => {
+                san == name
+                    || san
+                        .strip_prefix('*')
+                        .is_some_and(|suffix| name.find('.').is_some_and(|d| &name[d..] == suffix))
+            }
+            NamePattern::Wildcard(suffix) => san.strip_prefix('*') == Some(suffix.as_str()),
+        })
+    }
+
+    /// What is wrong with serving this certificate for `names` at `now`
+    /// (Unix seconds): expired, not yet valid, names it does not cover.
+    pub fn problems(&self, names: &[NamePattern], now: i64) -> Vec<String> {
+        let mut out = Vec::new();
+        if now > self.not_after {
+            out.push(format!(
+                "the certificate expired {} days ago: clients refuse it",
+                (now - self.not_after) / 86_400
+            ));
+        } else if now < self.not_before {
+            out.push("the certificate is not valid yet: clients refuse it".to_owned());
+        } else if self.not_after - now < 14 * 86_400 {
+            out.push(format!(
+                "the certificate expires in {} days",
+                (self.not_after - now) / 86_400
+            ));
+        }
+        if self.dns_names.is_empty() {
+            out.push(
+                "the certificate has no DNS subject alternative name: clients check names there, not in the CN"
+                    .to_owned(),
+            );
+        } else {
+            for n in names.iter().filter(|n| !self.covers(n)) {
+                let shown = match n {
+                    NamePattern::Exact(name) => name.clone(),
+                    NamePattern::Wildcard(suffix) => format!("*{suffix}"),
+                };
+                out.push(format!(
+                    "server_names has {shown:?} but the certificate does not name it (it names {}): clients asking for it get a name mismatch",
+                    self.dns_names.join(", ")
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Read a PEM certificate chain and its key, checking they belong together.
@@ -252,6 +350,11 @@ pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> 
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::BadKey {
         path: path.to_owned(),
         why: match e {
+            rustls_pki_types::pem::Error::NoItemsFound
+                if pem.windows(9).any(|w| w == b"ENCRYPTED") =>
+            {
+                "the private key is encrypted (a passphrase): the gateway reads unencrypted keys only; decrypt it with `openssl pkey -in KEY -out KEY.plain` and protect the file by its permissions".to_owned()
+            }
             rustls_pki_types::pem::Error::NoItemsFound => {
                 "no \"BEGIN PRIVATE KEY\" (PKCS#8), \"BEGIN RSA PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\" block".to_owned()
             }
@@ -264,10 +367,12 @@ fn load(source: CertSource) -> Result<Loaded, TlsError> {
     // Stamps first: a file changed while we read it is read again next time.
     let stamps = (Stamp::of(&source.cert), Stamp::of(&source.key));
     let key = Arc::new(load_certified_key(&source.cert, &source.key)?);
+    let leaf = key.cert.first().and_then(|c| Leaf::parse(c)).map(Arc::new);
     Ok(Loaded {
         source,
         key,
         stamps,
+        leaf,
     })
 }
 
@@ -339,6 +444,8 @@ pub struct CertStore {
     /// Serialises writers (the watch task, a config reload); per entry, the
     /// stamps of files that failed to load, so a bad file is reported once.
     writer: Mutex<Vec<Option<Stamps>>>,
+    /// Changed files that could not be loaded (the old certificate stayed).
+    reload_failures: std::sync::atomic::AtomicU64,
 }
 
 impl CertStore {
@@ -360,6 +467,7 @@ impl CertStore {
             entries: ArcSwap::from_pointee(Entries::new(list)),
             reload_interval,
             writer: Mutex::new(vec![None; n]),
+            reload_failures: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -394,6 +502,47 @@ impl CertStore {
         self.reload_interval
     }
 
+    /// What is wrong with each entry's certificate at `now` (Unix seconds):
+    /// `(entry index, problem)`. See [`Leaf::problems`].
+    pub fn problems(&self, now: i64) -> Vec<(usize, String)> {
+        let entries = self.entries.load();
+        let mut out = Vec::new();
+        for (i, e) in entries.list.iter().enumerate() {
+            if let Some(leaf) = &e.leaf {
+                out.extend(
+                    leaf.problems(&e.source.server_names, now)
+                        .into_iter()
+                        .map(|p| (i, p)),
+                );
+            }
+        }
+        out
+    }
+
+    /// Each entry's first server name and its certificate's end of
+    /// validity (Unix seconds), for the expiry metric.
+    pub fn expiries(&self) -> Vec<(String, i64)> {
+        self.entries
+            .load()
+            .list
+            .iter()
+            .filter_map(|e| {
+                let leaf = e.leaf.as_ref()?;
+                let name = match e.source.server_names.first()? {
+                    NamePattern::Exact(n) => n.clone(),
+                    NamePattern::Wildcard(s) => format!("*{s}"),
+                };
+                Some((name, leaf.not_after))
+            })
+            .collect()
+    }
+
+    /// Changed certificate or key files that could not be loaded so far.
+    pub fn reload_failures(&self) -> u64 {
+        self.reload_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Read again the files that changed since they were loaded; a file
     /// that fails to load is logged and its entry keeps the old
     /// certificate. Returns how many entries were replaced.
@@ -411,11 +560,18 @@ impl CertStore {
             match load(e.source.clone()) {
                 Ok(l) => {
                     tracing::info!(cert = %e.source.cert.display(), "TLS certificate reloaded");
+                    if let Some(leaf) = &l.leaf {
+                        for p in leaf.problems(&l.source.server_names, unix_now()) {
+                            tracing::warn!(cert = %e.source.cert.display(), "reloaded TLS certificate: {p}");
+                        }
+                    }
                     failed[i] = None;
                     replaced += 1;
                     fresh.push(Some(l));
                 }
                 Err(err) => {
+                    self.reload_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::error!(error = %err, "TLS certificate not reloaded: the old one stays in use");
                     failed[i] = Some(stamps);
                     fresh.push(None);
@@ -432,6 +588,7 @@ impl CertStore {
                         source: old.source.clone(),
                         key: Arc::clone(&old.key),
                         stamps: old.stamps,
+                        leaf: old.leaf.clone(),
                     })
                 })
                 .collect();
@@ -507,6 +664,7 @@ mod tests {
                     },
                     key: Arc::clone(&certified),
                     stamps: (None, None),
+                    leaf: None,
                 })
                 .collect(),
         )
@@ -537,6 +695,61 @@ mod tests {
         assert_eq!(e.index(Some("EU.api.example")), 1);
         assert_eq!(e.index(Some("unknown.example")), 0);
         assert_eq!(e.index(None), 0);
+    }
+
+    fn leaf(names: &[&str], from: (i32, u8, u8), until: (i32, u8, u8)) -> Leaf {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+        let cert = params.self_signed(&key).unwrap();
+        Leaf::parse(cert.der()).unwrap()
+    }
+
+    #[test]
+    fn certificate_problems_expiry_and_names() {
+        let names = |ns: &[&str]| -> Vec<NamePattern> {
+            ns.iter().map(|n| NamePattern::parse(n).unwrap()).collect()
+        };
+        // 2030-01-01 as "now".
+        let now = 1_893_456_000;
+        let ok = leaf(
+            &["play.example", "*.api.example"],
+            (2029, 1, 1),
+            (2031, 1, 1),
+        );
+        assert_eq!(ok.dns_names, ["play.example", "*.api.example"]);
+        assert_eq!(ok.not_after, 1_924_992_000);
+        assert!(
+            ok.problems(
+                &names(&["play.example", "eu.api.example", "*.api.example"]),
+                now
+            )
+            .is_empty()
+        );
+        let p = ok.problems(&names(&["other.example", "a.b.api.example"]), now);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("\"other.example\""), "{p:?}");
+        assert!(p[1].contains("\"a.b.api.example\""), "{p:?}");
+
+        let expired = leaf(&["play.example"], (2028, 1, 1), (2029, 12, 1));
+        let p = expired.problems(&names(&["play.example"]), now);
+        assert_eq!(
+            p,
+            ["the certificate expired 31 days ago: clients refuse it"]
+        );
+        let soon = leaf(&["play.example"], (2029, 1, 1), (2030, 1, 11));
+        assert_eq!(
+            soon.problems(&names(&["play.example"]), now),
+            ["the certificate expires in 10 days"]
+        );
+        let future = leaf(&["play.example"], (2030, 6, 1), (2031, 1, 1));
+        assert_eq!(
+            future.problems(&names(&["play.example"]), now),
+            ["the certificate is not valid yet: clients refuse it"]
+        );
     }
 
     #[test]

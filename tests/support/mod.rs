@@ -259,6 +259,8 @@ pub struct GatewayProcess {
     pub child: Child,
     pub addr: SocketAddr,
     log: Option<std::path::PathBuf>,
+    /// Every line it wrote to stdout so far.
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -292,14 +294,14 @@ impl GatewayProcess {
             .expect("spawn aether-gateway");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = std::sync::Arc::clone(&lines);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line
-                    .strip_prefix("aether-gateway listening on http://")
-                    .or_else(|| line.strip_prefix("aether-gateway listening on https://"))
-                {
-                    let _ = tx.send(url.parse::<SocketAddr>().unwrap());
+                if let Some(addr) = listening_line(&line) {
+                    let _ = tx.send(addr);
                 }
+                kept.lock().unwrap().push(line);
             }
         });
         let addr = rx
@@ -309,6 +311,7 @@ impl GatewayProcess {
             child,
             addr,
             log,
+            stdout: lines,
             _dir: dir,
         }
     }
@@ -316,6 +319,32 @@ impl GatewayProcess {
     /// The config file it runs (rewrite it, then signal `HUP`, to reload).
     pub fn config_path(&self) -> std::path::PathBuf {
         self._dir.path().join("gateway.toml")
+    }
+
+    /// The lines the process wrote to stdout so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// The admin API's address from its start-up line (waits for it).
+    pub fn admin_addr(&self) -> SocketAddr {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            for line in self.stdout_lines() {
+                let url = match serde_json::from_str::<serde_json::Value>(&line) {
+                    Ok(v) if v["event"] == "admin" => v["url"].as_str().map(str::to_owned),
+                    _ => line.strip_prefix("admin API on ").map(str::to_owned),
+                };
+                if let Some(a) = url.as_deref().and_then(|u| u.strip_prefix("http://")) {
+                    return a.parse().unwrap();
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no admin line on stdout"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Everything the process wrote to stderr so far (`start_logged` only).
@@ -365,4 +394,20 @@ impl Drop for GatewayProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The address of the gateway's start-up line on stdout: text
+/// (`aether-gateway listening on http://ADDR`) or, with JSON logs,
+/// `{"event":"listening","url":"http://ADDR",…}`.
+pub fn listening_line(line: &str) -> Option<SocketAddr> {
+    let url = match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(v) if v["event"] == "listening" => v["url"].as_str()?.to_owned(),
+        _ => line
+            .strip_prefix("aether-gateway listening on ")?
+            .to_owned(),
+    };
+    let addr = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    Some(addr.parse().unwrap())
 }

@@ -63,10 +63,28 @@ impl TestCa {
         self.sign(&[name], ExtendedKeyUsagePurpose::ClientAuth)
     }
 
+    /// A server certificate valid from `from` to `until` (year, month, day).
+    pub fn leaf_valid(&self, names: &[&str], from: (i32, u8, u8), until: (i32, u8, u8)) -> Leaf {
+        self.sign_with(names, ExtendedKeyUsagePurpose::ServerAuth, |p| {
+            p.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+            p.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+        })
+    }
+
     fn sign(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Leaf {
+        self.sign_with(names, usage, |_| {})
+    }
+
+    fn sign_with(
+        &self,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> Leaf {
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
+        adjust(&mut params);
         params
             .distinguished_name
             .push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));

@@ -815,19 +815,24 @@ pub(crate) async fn exchange(
         interim: 0,
         progress: Progress::default(),
     };
-    // Write after the scheduler's other ready work: tokio runs a yielded
-    // task after it has polled every task that was ready and the I/O driver
-    // once more, so the requests of all connections that became readable
-    // together reach the upstreams in one burst instead of one at a time.
-    // An upstream on the same CPU then wakes once per burst rather than
-    // once per request and preempts the gateway about half as often
-    // (bench/run.sh: gateway/nginx throughput 0.84x -> 1.00-1.03x, CPU per
-    // request 1.12x -> 0.97-0.99x; see docs/performance.md). The yield must
-    // sit right before the write: at the start of the pipeline instead (a
-    // shallower second poll, 280 instructions less) the writes spread out
-    // again and the batching is lost (involuntary switches 0.52 -> 0.85 a
-    // request, CPU per request +2-4 %, measured 2026-12-04).
-    tokio::task::yield_now().await;
+    // To an endpoint on this host, write after the scheduler's other ready
+    // work: tokio runs a yielded task after it has polled every task that
+    // was ready and the I/O driver once more, so the requests of all
+    // connections that became readable together reach the upstream in one
+    // burst instead of one at a time. An upstream sharing the gateway's
+    // CPU then wakes once per burst rather than once per request and
+    // preempts the gateway about half as often (bench/run.sh: gateway/nginx
+    // throughput 0.84x -> 1.00-1.03x, CPU per request 1.12x -> 0.97-0.99x;
+    // see docs/performance.md). The yield must sit right before the write:
+    // at the start of the pipeline instead (a shallower second poll, 280
+    // instructions less) the writes spread out again and the batching is
+    // lost (involuntary switches 0.52 -> 0.85 a request, CPU per request
+    // +2-4 %, measured 2026-12-04). A remote endpoint's wake-ups cost this
+    // host nothing, so there the yield would only cost its second poll of
+    // the connection task (2,400 instructions a request) and queueing delay.
+    if pool.batches_writes() {
+        tokio::task::yield_now().await;
+    }
     let head = std::future::poll_fn(|cx| x.poll(cx)).await;
     let progress = x.progress;
     let (head, headers) = head.map_err(|e| (e, progress))?;

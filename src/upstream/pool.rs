@@ -122,6 +122,10 @@ pub struct Pool {
     /// (read by `/metrics`).
     h1_new: AtomicU64,
     h1_reused: AtomicU64,
+    /// The endpoint runs on this host (a loopback address), so it shares
+    /// the gateway's CPUs: requests to it are written in bursts (see
+    /// `h1::exchange`).
+    same_host: bool,
 }
 
 impl std::fmt::Debug for Pool {
@@ -146,7 +150,14 @@ impl Pool {
             h2: Mutex::new(None),
             h1_new: AtomicU64::new(0),
             h1_reused: AtomicU64::new(0),
+            same_host: addr.ip().is_loopback(),
         })
+    }
+
+    /// Whether requests to this endpoint wait for the scheduler's other
+    /// ready work before they are written (an endpoint on this host).
+    pub(crate) fn batches_writes(&self) -> bool {
+        self.same_host
     }
 
     /// Its limits.
@@ -394,5 +405,25 @@ impl Pool {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_endpoints_on_this_host_batch_their_writes() {
+        let pool = |a: &str| {
+            Pool::new(
+                a.parse().unwrap(),
+                PoolConfig::for_protocol(UpstreamProtocol::Http1),
+            )
+        };
+        assert!(pool("127.0.0.1:9001").batches_writes());
+        assert!(pool("127.8.0.2:9001").batches_writes());
+        assert!(pool("[::1]:9001").batches_writes());
+        assert!(!pool("10.0.0.7:9001").batches_writes());
+        assert!(!pool("[2001:db8::7]:9001").batches_writes());
     }
 }

@@ -46,8 +46,9 @@ enum Command {
     /// Ask the running gateway (its [admin] API) to reload the configuration
     /// file; exits non-zero when it refused the file or could not be asked.
     Reload {
-        /// The admin API's address, when it is not the config's [admin] listen.
-        #[arg(long)]
+        /// The admin API's address (HOST:PORT), when it is not the config's
+        /// [admin] listen.
+        #[arg(long, value_parser = resolve_admin)]
         admin: Option<SocketAddr>,
     },
     /// Run the self-contained demo: built-in upstreams and config.
@@ -62,6 +63,15 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:3478")]
         relay_listen: SocketAddr,
     },
+}
+
+/// `--admin HOST:PORT`: an address, or a name resolved here (`localhost`).
+fn resolve_admin(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not HOST:PORT: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
 }
 
 fn main() -> ExitCode {
@@ -165,12 +175,22 @@ fn init_logging(log: &LogSettings) -> tracing_appender::non_blocking::WorkerGuar
     let default = || tracing_subscriber::EnvFilter::new(format!("{},stun_types=error", log.level));
     let mut refused_env = None;
     let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.trim().is_empty() => tracing_subscriber::EnvFilter::builder()
-            .parse(&v)
-            .unwrap_or_else(|e| {
-                refused_env = Some(e.to_string());
-                default()
-            }),
+        Ok(v) if !v.trim().is_empty() => {
+            // A misspelt level ("inof") parses, as a target, and would
+            // silence every line: refused like a filter that does not parse.
+            match aether_gateway::config::log::rust_log_typo(&v) {
+                Some(why) => {
+                    refused_env = Some(why);
+                    default()
+                }
+                None => tracing_subscriber::EnvFilter::builder()
+                    .parse(&v)
+                    .unwrap_or_else(|e| {
+                        refused_env = Some(e.to_string());
+                        default()
+                    }),
+            }
+        }
         _ => default(),
     };
     use std::io::IsTerminal;
@@ -207,10 +227,11 @@ fn run(cfg: GatewayConfig, path: PathBuf) -> ExitCode {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
+    // Logging is set up in the config's format: fatal errors go through it.
     let rt = match tokio_runtime(cfg.server.worker_threads) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            tracing::error!("cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -255,7 +276,7 @@ fn run(cfg: GatewayConfig, path: PathBuf) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: cannot start: {e}");
+                tracing::error!("cannot start: {e}");
                 ExitCode::FAILURE
             }
         }
@@ -310,17 +331,26 @@ fn reload(path: &std::path::Path, admin: Option<SocketAddr>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if listen.port() == 0 {
+        eprintln!(
+            "error: {}: [admin] listen has port 0 (chosen at start): give the running gateway's admin address with --admin HOST:PORT (it prints it at start)",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
     let token = cfg.snapshot.admin_token.clone();
-    match rt.block_on(aether_gateway::admin::client::reload(
-        listen,
-        token.as_ref(),
-    )) {
-        Ok((status, body)) if status.is_success() => {
+    use aether_gateway::admin::client::{ReloadOutcome, reload as ask};
+    match rt.block_on(ask(listen, token.as_ref(), path)) {
+        Ok(ReloadOutcome::Applied(body)) => {
             println!("{body}");
             ExitCode::SUCCESS
         }
-        Ok((status, body)) => {
-            eprintln!("error: the gateway refused the reload ({status}): {body}");
+        Ok(ReloadOutcome::Refused(why)) => {
+            eprintln!("error: the gateway refused the file and keeps its running config: {why}");
+            ExitCode::FAILURE
+        }
+        Ok(ReloadOutcome::NotAsked(why)) => {
+            eprintln!("error: nothing reloaded: {why}");
             ExitCode::FAILURE
         }
         Err(e) => {

@@ -979,6 +979,9 @@ fn websocket_tunnels_and_long_paths_in_the_access_log() {
     assert_eq!(l["upstream"], s.up.addr.to_string());
     let t = of("req-ws-1", "tunnel closed");
     assert_eq!(t["route"], "GET /ws/{room}");
+    assert_eq!(t["client_ip"], "127.0.0.1");
+    assert_eq!(t["trace_id"], l["trace_id"]);
+    assert_eq!(t["trace_id"].as_str().unwrap().len(), 32);
     assert_eq!(t["upstream"], s.up.addr.to_string());
     assert_eq!(t["ended"], "closed");
     // Client frames are masked: "hi" is 2 + 4 + 2 bytes, the close 2 + 4.

@@ -571,7 +571,7 @@ async fn the_reload_command_reports_what_the_gateway_did() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("refused the reload (400 Bad Request)"),
+        stderr.contains("the gateway refused the file and keeps its running config"),
         "{stderr}"
     );
     assert!(stderr.contains("no [[routes]]"), "{stderr}");
@@ -586,6 +586,17 @@ async fn the_reload_command_reports_what_the_gateway_did() {
         http1(gw.local_addr(), get("/api/v1/assets/1")).await.status,
         StatusCode::OK
     );
+    // Another file than the one the gateway runs: checked here, but a
+    // reload would re-read the running one, so nothing is asked.
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, with_token(ASSETS_ROUTE)).unwrap();
+    let out = run(&other).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is not the file the running gateway reads"),
+        "{stderr}"
+    );
     // Without the token the API refuses: the command says so (exit 1).
     std::fs::write(
         &path,
@@ -595,7 +606,45 @@ async fn the_reload_command_reports_what_the_gateway_did() {
     let out = run(&path).await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("401"), "{stderr}");
+    assert!(stderr.contains("refused the credentials (401"), "{stderr}");
+    assert!(
+        stderr.contains("sets no token_env or token_file"),
+        "{stderr}"
+    );
+    // A rotated token_file: the command presents the new token, which the
+    // running gateway admits from the file, and the reload makes it the
+    // only one.
+    std::fs::write(&path, with_token(ASSETS_ROUTE)).unwrap();
+    let old = "Bearer 0123456789abcdef0123";
+    std::fs::write(
+        dir.path().join("admin.token.new"),
+        "fedcba9876543210fedcba\n",
+    )
+    .unwrap();
+    std::fs::rename(
+        dir.path().join("admin.token.new"),
+        dir.path().join("admin.token"),
+    )
+    .unwrap();
+    let out = run(&path).await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let with = |t: &str| admin_req("GET", "/admin/config", &[("authorization", t)]);
+    let admin_addr = gw.admin_addr().unwrap();
+    assert_eq!(
+        http1(admin_addr, with(old)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        http1(admin_addr, with("Bearer fedcba9876543210fedcba"))
+            .await
+            .status,
+        StatusCode::OK
+    );
 }
 
 /// The relay's credentials follow a reload: a rotated REST secret (a file
@@ -907,12 +956,13 @@ async fn shutdown_withdraws_readiness_first_and_the_delay_keeps_serving() {
     );
 }
 
-/// The admin listener bounds what clients that never finish a request can
-/// hold: at most `admin::MAX_CONNECTIONS` connections (more wait to be
-/// accepted) and a 16 KiB request head.
+/// The admin listener bounds what clients that never finish a request (or
+/// never read the answer) can hold: at most `admin::MAX_CONNECTIONS`
+/// connections, a new one closing the oldest, so a probe still gets in;
+/// and a 16 KiB request head.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_listener_caps_connections_and_head_size() {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = Upstream::start("world-1").await;
     let gw = support::gateway(&base(up.addr, "", "")).await;
     let admin = gw.admin_addr().unwrap();
@@ -920,22 +970,72 @@ async fn the_admin_listener_caps_connections_and_head_size() {
     let r = http1(admin, req("GET", "/healthz", &[("x-big", &big)], "")).await;
     assert_eq!(r.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
 
+    // Every slot held: half by requests begun and never finished, half by
+    // clients that send requests and never read the answers.
     let mut held = Vec::new();
-    for _ in 0..aether_gateway::admin::MAX_CONNECTIONS {
+    for i in 0..aether_gateway::admin::MAX_CONNECTIONS {
         let mut s = TcpStream::connect(admin).await.unwrap();
-        // A request begun and never finished.
-        s.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        } else {
+            let many = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(2000);
+            s.write_all(&many).await.unwrap();
+        }
         held.push(s);
     }
-    let probe = tokio::spawn(async move { http1(admin, get("/healthz")).await.status });
-    // While every slot is held the probe waits in the accept queue...
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!probe.is_finished(), "answered with every admin slot held");
-    // ...and is answered once one is given back.
-    drop(held.pop());
-    let status = tokio::time::timeout(Duration::from_secs(4), probe)
+    // A probe is answered at once: the oldest held connection makes room.
+    let probe = tokio::time::timeout(Duration::from_secs(4), http1(admin, get_local("/healthz")))
         .await
-        .expect("answered once a slot was free")
-        .unwrap();
-    assert_eq!(status, StatusCode::OK);
+        .expect("a probe is answered while every slot is held");
+    assert_eq!(probe.status, StatusCode::OK);
+    // The one that made room (the first) was closed.
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(4), held[0].read(&mut buf))
+        .await
+        .expect("the oldest connection was closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the oldest connection got {:?}", &buf[..n]);
+}
+
+fn get_local(path: &str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    admin_req("GET", path, &[])
+}
+
+/// A second SIGTERM during the shutdown delay stops the binary at once
+/// (exit 0), instead of waiting out the delay and the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_at_once() {
+    let up = Upstream::start("world-1").await;
+    let text = base(
+        up.addr,
+        "reload_on_change = false\nshutdown_delay_seconds = 600\nshutdown_drain_seconds = 600",
+        "",
+    );
+    let mut gw = support::GatewayProcess::start_logged(&text, "info");
+    assert_eq!(
+        http1(gw.addr, get("/api/v1/worlds/1")).await.status,
+        StatusCode::OK
+    );
+    gw.signal("TERM");
+    // The delay has begun once the log says so.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !gw
+        .log()
+        .contains("closing the listener after the shutdown delay")
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        gw.child.try_wait().unwrap().is_none(),
+        "still serving during the delay"
+    );
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(
+        gw.log()
+            .contains("second shutdown signal: closing every connection now"),
+        "{}",
+        gw.log()
+    );
 }

@@ -744,6 +744,11 @@ async fn handshakes_and_certificates_are_in_the_metrics() {
         Some(0.0)
     );
     assert_eq!(sample(&text, "aether_client_connections"), Some(0.0));
+    // Both failure series exist from the start, at 0.
+    for reason in ["error", "timeout"] {
+        let series = format!("aether_tls_handshake_failures_total{{reason=\"{reason}\"}}");
+        assert_eq!(sample(&text, &series), Some(0.0), "{text}");
+    }
 
     // A client that connects and says nothing is open (in its handshake).
     let silent = TcpStream::connect(gw.local_addr()).await.unwrap();
@@ -819,5 +824,18 @@ fn expired_or_misnamed_certificates_are_warned_about() {
         ),
     );
     assert_eq!((e.line, e.field.as_str()), (5, "server.tls[0].key"), "{e}");
+    assert!(e.message.contains("the private key is encrypted"), "{e}");
+    // OpenSSL's traditional form says so in a header of the block.
+    std::fs::write(
+        certs.join("enc.key"),
+        "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END RSA PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let e = config_error(
+        dir.path(),
+        &format!(
+            "{head}[[server.tls]]\ncert = \"certs/api.pem\"\nkey = \"certs/enc.key\"\nserver_names = [\"api.example\"]\n"
+        ),
+    );
     assert!(e.message.contains("the private key is encrypted"), "{e}");
 }

@@ -50,14 +50,16 @@ pub fn local_address(listen: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, listen.port())
 }
 
-/// `POST /admin/reload` on the admin listener at `listen`: the answer's
-/// status and JSON body.
+/// One request to the admin listener at `listen`: the answer's status and
+/// body.
 ///
 /// # Errors
 /// [`ClientError`] when the API cannot be reached or does not answer in
 /// [`RELOAD_TIMEOUT`].
-pub async fn reload(
+pub async fn request(
     listen: SocketAddr,
+    method: http::Method,
+    path: &str,
     token: Option<&AdminToken>,
 ) -> Result<(http::StatusCode, String), ClientError> {
     let addr = local_address(listen);
@@ -70,7 +72,9 @@ pub async fn reload(
             .await
             .map_err(|e| fail(e.to_string()))?;
         tokio::spawn(conn);
-        let mut req = http::Request::post("/admin/reload")
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(path)
             .header(http::header::HOST, addr.to_string())
             .body(Empty::<Bytes>::new())
             .map_err(|e| fail(e.to_string()))?;
@@ -83,7 +87,7 @@ pub async fn reload(
             .await
             .map_err(|e| fail(e.to_string()))?;
         let status = resp.status();
-        let body = Limited::new(resp.into_body(), 1 << 20)
+        let body = Limited::new(resp.into_body(), 4 << 20)
             .collect()
             .await
             .map_err(|e| fail(e.to_string()))?
@@ -93,6 +97,82 @@ pub async fn reload(
     tokio::time::timeout(RELOAD_TIMEOUT, exchange)
         .await
         .map_err(|_| fail(format!("no answer within {RELOAD_TIMEOUT:?}")))?
+}
+
+/// What `aether-gateway reload` found out.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    /// The gateway swapped the file in: its JSON answer.
+    Applied(String),
+    /// The gateway refused the file and runs the old config: why.
+    Refused(String),
+    /// Nothing was reloaded, and why.
+    NotAsked(String),
+}
+
+/// Ask the gateway whose admin API listens on `listen` to reload `file`:
+/// first that `file` is the file it runs (a reload re-reads the file it
+/// was started with, whatever the caller checked), then `POST
+/// /admin/reload`.
+///
+/// # Errors
+/// [`ClientError`] when the API cannot be reached.
+pub async fn reload(
+    listen: SocketAddr,
+    token: Option<&AdminToken>,
+    file: &std::path::Path,
+) -> Result<ReloadOutcome, ClientError> {
+    let credentials = |status: http::StatusCode| {
+        let hint = if token.is_none() {
+            " This file sets no token_env or token_file, but the running gateway's admin API has a token (and a reload never takes it away): give the file the token, or restart the gateway."
+        } else {
+            " The token of this file is neither the running gateway's nor what its token_file holds now."
+        };
+        ReloadOutcome::NotAsked(format!(
+            "the admin API refused the credentials ({status}).{hint}"
+        ))
+    };
+    let (status, body) = request(listen, http::Method::GET, "/admin/config", token).await?;
+    if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN {
+        return Ok(credentials(status));
+    }
+    if !status.is_success() {
+        return Ok(ReloadOutcome::NotAsked(format!(
+            "GET /admin/config answered {status} (is {} the admin API?): {body}",
+            local_address(listen)
+        )));
+    }
+    let running: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let Some(theirs) = running["file_absolute"].as_str() else {
+        return Ok(ReloadOutcome::NotAsked(
+            "the running gateway has no config file to reload (the built-in demo)".to_owned(),
+        ));
+    };
+    let same = match (std::fs::canonicalize(file), std::fs::canonicalize(theirs)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if !same {
+        return Ok(ReloadOutcome::NotAsked(format!(
+            "{} is not the file the running gateway reads ({theirs}): a reload re-reads that file. Edit it (this file was checked, not sent), or restart the gateway with --config {}",
+            file.display(),
+            file.display()
+        )));
+    }
+    let (status, body) = request(listen, http::Method::POST, "/admin/reload", token).await?;
+    Ok(match status {
+        s if s.is_success() => ReloadOutcome::Applied(body),
+        http::StatusCode::BAD_REQUEST => {
+            let why: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            ReloadOutcome::Refused(
+                why["error"]
+                    .as_str()
+                    .map_or_else(|| body.clone(), str::to_owned),
+            )
+        }
+        s @ (http::StatusCode::UNAUTHORIZED | http::StatusCode::FORBIDDEN) => credentials(s),
+        s => ReloadOutcome::NotAsked(format!("POST /admin/reload answered {s}: {body}")),
+    })
 }
 
 #[cfg(test)]

@@ -47,9 +47,11 @@ pub mod client;
 /// request path uses.
 pub(crate) type SnapshotSource = Arc<Shared>;
 
-/// Admin connections open at once; more wait in the kernel's accept queue.
+/// Admin connections open at once; a new one beyond closes the oldest.
 /// Tools, probes and scrapers need a handful: the cap bounds what
-/// connections that never finish a request can hold (memory, descriptors).
+/// connections that never finish a request (or never read the answer) can
+/// hold, and closing the oldest rather than queueing the newest means such
+/// connections cannot keep a probe out.
 pub const MAX_CONNECTIONS: usize = 64;
 /// The largest admin request head; the API's requests are a line and a
 /// few headers.
@@ -67,12 +69,8 @@ pub(crate) async fn serve(
     // The Host guard is for a loopback listener (what a DNS-rebinding page
     // reaches); one bound elsewhere is reached by names of its own.
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let open = Arc::new(OpenConnections::default());
     loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&slots).acquire_owned() => p.expect("the semaphore is never closed"),
-            () = stop.cancelled() => return,
-        };
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -86,8 +84,10 @@ pub(crate) async fn serve(
         };
         let snapshot = Arc::clone(&snapshot);
         let stop = stop.clone();
+        let slot = OpenConnections::admit(&open);
         tokio::spawn(async move {
-            let _slot = permit;
+            let evicted = slot.evicted.clone();
+            let _slot = slot;
             let svc = service_fn(move |req| {
                 let snapshot = Arc::clone(&snapshot);
                 async move { Ok::<_, Infallible>(handle(&snapshot, req, loopback).await) }
@@ -100,9 +100,51 @@ pub(crate) async fn serve(
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
+                () = evicted.cancelled() => {}
                 () = stop.cancelled() => {}
             }
         });
+    }
+}
+
+/// The admin connections open, oldest first.
+#[derive(Default)]
+struct OpenConnections {
+    list: std::sync::Mutex<(u64, std::collections::VecDeque<(u64, CancellationToken)>)>,
+}
+
+/// One admin connection's place in [`OpenConnections`], given back on drop.
+struct AdminSlot {
+    id: u64,
+    evicted: CancellationToken,
+    open: Arc<OpenConnections>,
+}
+
+impl OpenConnections {
+    /// A place for a new connection; at the cap, the oldest is closed.
+    fn admit(open: &Arc<Self>) -> AdminSlot {
+        let evicted = CancellationToken::new();
+        let mut guard = open.list.lock().unwrap_or_else(|p| p.into_inner());
+        let (next, list) = &mut *guard;
+        if list.len() >= MAX_CONNECTIONS
+            && let Some((_, oldest)) = list.pop_front()
+        {
+            oldest.cancel();
+        }
+        *next += 1;
+        list.push_back((*next, evicted.clone()));
+        AdminSlot {
+            id: *next,
+            evicted,
+            open: Arc::clone(open),
+        }
+    }
+}
+
+impl Drop for AdminSlot {
+    fn drop(&mut self) {
+        let mut guard = self.open.list.lock().unwrap_or_else(|p| p.into_inner());
+        guard.1.retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -111,27 +153,84 @@ struct Upstreams {
     services: Vec<ServiceHealth>,
 }
 
-/// The admin API's bearer token (from `[admin] token_env`); never printed.
+/// The admin API's bearer token (`[admin] token_env` or `token_file`);
+/// never printed.
 #[derive(Clone)]
-pub struct AdminToken(Arc<str>);
+pub struct AdminToken(Arc<TokenInner>);
+
+struct TokenInner {
+    token: Box<str>,
+    /// `token_file`: a token written there after the config was loaded is
+    /// admitted too, so `aether-gateway reload` can present the rotated
+    /// token whose reload makes it the only one.
+    file: Option<std::path::PathBuf>,
+    /// The file's token as last read, with the stamp (length, modification
+    /// time) it was read at: read again only when the stamp changes.
+    rotated: std::sync::Mutex<Option<(FileStamp, Box<str>)>>,
+}
+
+type FileStamp = (u64, Option<std::time::SystemTime>);
 
 impl AdminToken {
     /// A token (the config checks its length).
     pub fn new(token: &str) -> Self {
-        AdminToken(token.into())
+        AdminToken(Arc::new(TokenInner {
+            token: token.into(),
+            file: None,
+            rotated: std::sync::Mutex::new(None),
+        }))
+    }
+
+    /// A token read from `file`; what the file holds later is admitted too.
+    pub fn from_file(token: &str, file: std::path::PathBuf) -> Self {
+        AdminToken(Arc::new(TokenInner {
+            token: token.into(),
+            file: Some(file),
+            rotated: std::sync::Mutex::new(None),
+        }))
+    }
+
+    /// The token itself, for building another from it (never for logs).
+    pub(crate) fn expose(&self) -> &str {
+        &self.0.token
     }
 
     /// `Bearer <token>`, as the admin client sends it (marked sensitive:
     /// never logged by hyper).
     pub fn bearer_value(&self) -> http::HeaderValue {
-        let mut v = http::HeaderValue::from_str(&format!("Bearer {}", self.0))
+        let mut v = http::HeaderValue::from_str(&format!("Bearer {}", self.0.token))
             .expect("the config admits printable ASCII tokens only");
         v.set_sensitive(true);
         v
     }
 
+    /// The token `token_file` holds now, if it changed since it was loaded
+    /// (read again only when its length or modification time changed).
+    fn rotated(&self) -> Option<Box<str>> {
+        let file = self.0.file.as_ref()?;
+        let meta = std::fs::metadata(file).ok()?;
+        let stamp = (meta.len(), meta.modified().ok());
+        let mut cached = self.0.rotated.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.as_ref().is_none_or(|(s, _)| *s != stamp) {
+            let text =
+                crate::config::files::read_capped(file, crate::config::files::MAX_SECRET_BYTES)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())?;
+            let token = text.trim();
+            // The config's own rule for a usable token.
+            if token.len() < 16 || token.bytes().any(|b| !b.is_ascii_graphic()) {
+                return None;
+            }
+            *cached = Some((stamp, token.into()));
+        }
+        cached
+            .as_ref()
+            .map(|(_, t)| t.clone())
+            .filter(|t| **t != *self.0.token)
+    }
+
     /// True when `headers` carry `Authorization: Bearer <this token>`
-    /// (compared in constant time).
+    /// (compared in constant time), or the token its `token_file` holds now.
     fn admits(&self, headers: &http::HeaderMap) -> bool {
         let mut all = headers.get_all(header::AUTHORIZATION).iter();
         let (Some(v), None) = (all.next(), all.next()) else {
@@ -150,11 +249,14 @@ impl AdminToken {
         // Digests, so the comparison takes the same time whatever the
         // lengths (a length mismatch would return at once).
         let digest = |b: &[u8]| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b);
-        aws_lc_rs::constant_time::verify_slices_are_equal(
-            digest(given).as_ref(),
-            digest(self.0.as_bytes()).as_ref(),
-        )
-        .is_ok()
+        let same = |token: &str| {
+            aws_lc_rs::constant_time::verify_slices_are_equal(
+                digest(given).as_ref(),
+                digest(token.as_bytes()).as_ref(),
+            )
+            .is_ok()
+        };
+        same(&self.0.token) || self.rotated().is_some_and(|t| same(&t))
     }
 }
 
@@ -340,6 +442,10 @@ fn config_status(shared: &SnapshotSource) -> Response<Full<Bytes>> {
     json(
         StatusCode::OK,
         &serde_json::json!({
+            // As given at start, and absolute (against the gateway's working
+            // directory, symlinks kept): what `aether-gateway reload`
+            // compares its file with.
+            "file_absolute": status.file.as_deref().and_then(|f| std::path::absolute(f).ok()),
             "file": status.file,
             "generation": status.generation,
             "loaded_at_unix": status.loaded_at_unix,
@@ -385,8 +491,27 @@ fn redact(v: &mut serde_json::Value) {
 /// `<redacted>@host`), and the values of query parameters that name a
 /// secret or a signature. `None` when there is nothing to hide.
 pub(crate) fn redact_url(s: &str) -> Option<String> {
-    let (scheme, rest) = s.split_once("://")?;
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    // `scheme://authority…`, or a scheme without an authority (`unix:/…`,
+    // `redis+unix:/…?pass=…`), whose query can still carry a secret.
+    let (scheme, sep, rest) = match s.split_once("://") {
+        Some((scheme, rest)) => (scheme, "://", rest),
+        None => {
+            let (scheme, rest) = s.split_once(':')?;
+            let is_scheme = !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+            if !is_scheme {
+                return None;
+            }
+            (scheme, ":", rest)
+        }
+    };
+    let authority_end = if sep == "://" {
+        rest.find(['/', '?', '#']).unwrap_or(rest.len())
+    } else {
+        0
+    };
     let (authority, tail) = rest.split_at(authority_end);
     let mut changed = false;
     let authority = match authority.rfind('@') {
@@ -441,7 +566,7 @@ pub(crate) fn redact_url(s: &str) -> Option<String> {
         }
         None => tail.to_owned(),
     };
-    changed.then(|| format!("{scheme}://{authority}{tail}"))
+    changed.then(|| format!("{scheme}{sep}{authority}{tail}"))
 }
 
 fn revoke(snapshot: &SnapshotSource, req: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -582,6 +707,20 @@ mod tests {
             Some("redis+unix:///run/redis.sock?db=0&pass=<redacted>")
         );
         assert_eq!(redact_url("https://idp.example/jwks.json?v=2"), None);
+        // Redis's socket forms have no authority; the password is a parameter.
+        assert_eq!(
+            redact_url("unix:/run/redis.sock?db=0&pass=hunter2").as_deref(),
+            Some("unix:/run/redis.sock?db=0&pass=<redacted>")
+        );
+        assert_eq!(
+            redact_url("redis+unix:/run/redis.sock?pass=hunter2").as_deref(),
+            Some("redis+unix:/run/redis.sock?pass=<redacted>")
+        );
+        assert_eq!(redact_url("unix:/run/redis.sock?db=0"), None);
+        assert_eq!(
+            redact_url("C:\\path?token=x").as_deref(),
+            Some("C:\\path?token=<redacted>")
+        );
         assert_eq!(
             redact_url("redis://hunter2@cache:6379").as_deref(),
             Some("redis://<redacted>@cache:6379")

@@ -340,7 +340,10 @@ fn static_key(
                 cx.spanned(
                     f,
                     field("secret_file"),
-                    format!("cannot read {}: {e}", path.display()),
+                    format!(
+                        "cannot read {}: {e}",
+                        super::validate::secret_path_shown(f.get_ref(), &path)
+                    ),
                 )
             })?;
         while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {

@@ -43,10 +43,79 @@ impl Default for LogSettings {
     }
 }
 
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
 fn is_level(word: &str) -> bool {
-    ["trace", "debug", "info", "warn", "error", "off"]
+    LEVELS.iter().any(|l| word.eq_ignore_ascii_case(l))
+}
+
+/// The directives of a filter that are a bare word (no `=`, no span
+/// filter): to the filter, targets to log at every level.
+fn bare_words(filter: &str) -> impl Iterator<Item = &str> {
+    filter
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !d.contains('=') && !d.contains('['))
+}
+
+/// "; did you mean …" for a word a typo away from a level, else how to
+/// write a target.
+fn level_hint(word: &str) -> String {
+    let lower = word.to_ascii_lowercase();
+    match LEVELS
         .iter()
-        .any(|l| word.eq_ignore_ascii_case(l))
+        .filter(|l| **l != "off")
+        .find(|l| distance(&lower, l) <= 2 || lower.starts_with(**l))
+    {
+        Some(l) => format!(" (trace, debug, info, warn, error, off): did you mean {l:?}?"),
+        None => format!(
+            " (trace, debug, info, warn, error, off); a target needs its level too, like \"{word}=debug\""
+        ),
+    }
+}
+
+/// Edit distance, for level names only (a few bytes).
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Why a `RUST_LOG` would silence the gateway by mistake: a bare word that
+/// is neither a level nor looks like a target (a crate or module name
+/// with `_` or `::`, or one of the gateway's dependencies), as a misspelt
+/// level is. `None` when it looks meant.
+pub fn rust_log_typo(filter: &str) -> Option<String> {
+    const TARGETS: [&str; 12] = [
+        "access",
+        "hyper",
+        "h2",
+        "tokio",
+        "rustls",
+        "mio",
+        "redis",
+        "tower",
+        "matchit",
+        "maxminddb",
+        "jsonwebtoken",
+        "opentelemetry",
+    ];
+    let word = bare_words(filter).find(|w| {
+        !is_level(w)
+            && !w.contains('_')
+            && !w.contains("::")
+            && !TARGETS.iter().any(|t| w.eq_ignore_ascii_case(t))
+    })?;
+    Some(format!("{word:?} is not a level{}", level_hint(word)))
 }
 
 pub(super) fn build(
@@ -58,6 +127,13 @@ pub(super) fn build(
     };
     let raw = raw.get_ref();
     let level = raw.level.get_ref();
+    if level.trim().is_empty() {
+        return Err(cx.spanned(
+            &raw.level,
+            "log.level",
+            "is empty: an empty filter logs nothing at all (use \"info\", or \"off\" to mean it)",
+        ));
+    }
     if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(level) {
         return Err(cx.spanned(
             &raw.level,
@@ -68,17 +144,11 @@ pub(super) fn build(
     // A bare word is, to the filter, a target to log at every level, and
     // nothing else is logged then: "inof" would silence the gateway. In
     // the config a bare word must be a level; a target takes `=LEVEL`.
-    if let Some(word) = level
-        .split(',')
-        .map(str::trim)
-        .find(|d| !d.is_empty() && !d.contains('=') && !d.contains('[') && !is_level(d))
-    {
+    if let Some(word) = bare_words(level).find(|w| !is_level(w)) {
         return Err(cx.spanned(
             &raw.level,
             "log.level",
-            format!(
-                "{word:?} is not a level (trace, debug, info, warn, error, off); a target needs one too, like \"{word}=debug\""
-            ),
+            format!("{word:?} is not a level{}", level_hint(word)),
         ));
     }
     let otlp_endpoint = match &raw.otlp_endpoint {

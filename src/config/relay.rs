@@ -66,7 +66,10 @@ fn secret(
                     cx.spanned(
                         f,
                         field(file_name),
-                        format!("cannot read {}: {e}", path.display()),
+                        format!(
+                            "cannot read {}: {e}",
+                            super::validate::secret_path_shown(f.get_ref(), &path)
+                        ),
                     )
                 })?;
             while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {

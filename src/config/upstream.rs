@@ -565,17 +565,15 @@ pub(super) fn admin_token(
                 cx.spanned(
                     f,
                     "admin.token_file",
-                    format!("cannot read {}: {e}", path.display()),
+                    format!(
+                        "cannot read {}: {e}",
+                        super::validate::secret_path_shown(f.get_ref(), &path)
+                    ),
                 )
             })?;
-        return checked_token(
-            cx,
-            f,
-            "admin.token_file",
-            &path.display().to_string(),
-            text.trim(),
-        )
-        .map(Some);
+        let shown = path.display().to_string();
+        return checked_token(cx, f, "admin.token_file", &shown, text.trim())
+            .map(|t| Some(crate::admin::AdminToken::from_file(t.expose(), path)));
     }
     let Some(env) = &a.token_env else {
         if a.allow_remote {

@@ -632,14 +632,29 @@ fn route_auth(
 /// placeholder, because a value that is not a name is most likely the
 /// secret itself, typed where its variable's name belongs.
 pub(super) fn env_name_shown(name: &str) -> String {
+    // Upper case, as variable names are written: a hex or base64 token
+    // typed here is mixed or lower case, and is not echoed.
     let is_name = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
     if is_name {
         name.to_owned()
     } else {
-        "(not shown: the value is not a variable name such as AETHER_SECRET, and may be the secret itself)".to_owned()
+        "(not shown: the value is not an upper-case variable name such as AETHER_SECRET, and may be the secret itself)".to_owned()
+    }
+}
+
+/// How an error names the file a secret's `*_file` field gave: as
+/// written, unless the value looks like a secret typed where its file's
+/// path belongs (16 or more characters with neither `/` nor `.`).
+pub(super) fn secret_path_shown(written: &str, resolved: &std::path::Path) -> String {
+    if written.len() >= 16 && !written.contains(['/', '.']) {
+        "(not shown: the value looks like a secret, not a file path)".to_owned()
+    } else {
+        resolved.display().to_string()
     }
 }
 
@@ -1091,6 +1106,19 @@ service = "world-service"
         let shown = e.to_string();
         assert!(!shown.contains("SECRET-0123"), "{shown}");
         assert!(shown.contains("not shown"), "{shown}");
+        // A hex token (lower case, a letter first) is no variable name either.
+        let e = err(
+            "[auth]\nissuer = \"i\"\naudiences = [\"a\"]\n[[auth.keys]]\nkid = \"k\"\nalgorithm = \"HS256\"\nsecret_env = \"f3a9c2e1d4b5a6978877665544332211\"\n",
+        );
+        assert!(!e.to_string().contains("f3a9c2e1d4b5"), "{e}");
+        // A secret typed where its file's path belongs.
+        let e = err(
+            "[auth]\nissuer = \"i\"\naudiences = [\"a\"]\n[[auth.keys]]\nkid = \"k\"\nalgorithm = \"HS256\"\nsecret_file = \"Zm9vYmFyYmF6cXV4MTIzNDU2\"\n",
+        );
+        assert!(!e.to_string().contains("Zm9vYmFyYmF6"), "{e}");
+        assert!(e.to_string().contains("looks like a secret"), "{e}");
+        let e = err("[admin]\ntoken_file = \"0123456789abcdef0123456789abcdef\"\n");
+        assert!(!e.to_string().contains("0123456789abcdef"), "{e}");
         // A real variable name is named.
         let e = err(
             "[auth]\nissuer = \"i\"\naudiences = [\"a\"]\n[[auth.keys]]\nkid = \"k\"\nalgorithm = \"HS256\"\nsecret_env = \"AETHER_TEST_UNSET_SECRET\"\n",
@@ -1122,6 +1150,37 @@ service = "world-service"
         );
         let e = err("[log]\nlevel = \"warn,aether_gateway\"\n");
         assert!(e.message.contains("aether_gateway=debug"), "{}", e.message);
+        assert!(
+            err("[log]\nlevel = \"inof\"\n")
+                .message
+                .contains("did you mean \"info\"")
+        );
+        assert!(
+            err("[log]\nlevel = \"warning\"\n")
+                .message
+                .contains("did you mean \"warn\"")
+        );
+        let e = err("[log]\nlevel = \"\"\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "log.level"));
+        assert!(e.message.starts_with("is empty"), "{}", e.message);
+        // RUST_LOG: a misspelt level is caught, targets are not.
+        use super::super::log::rust_log_typo;
+        assert!(
+            rust_log_typo("inof")
+                .unwrap()
+                .contains("did you mean \"info\"")
+        );
+        assert!(rust_log_typo("info,warning").is_some());
+        for fine in [
+            "info",
+            "aether_gateway",
+            "hyper",
+            "warn,access=off",
+            "aether_gateway::relay=debug",
+            "[span]=debug",
+        ] {
+            assert_eq!(rust_log_typo(fine), None, "{fine}");
+        }
         let e = err("[log]\naccess_log = \"yes\"\n");
         assert_eq!((e.line, e.field.as_str()), (2, "log.access_log"));
         let e = err("[log]\notlp_endpoint = \"udp://x\"\n");

@@ -158,6 +158,7 @@ pub(crate) async fn handle(
         Ok(resp) => resp,
         Err(err) => {
             let id = request_id.to_str().unwrap_or_default();
+            let method = logged_method(&method);
             match err.blame() {
                 // Refused credentials are worth seeing at the default level
                 // (the reason only: the token itself is never logged).
@@ -220,6 +221,11 @@ pub(crate) async fn handle(
         );
     }
     resp
+}
+
+/// A request's method as log lines carry it (cut: see `MAX_LOGGED_METHOD`).
+fn logged_method(method: &Method) -> &str {
+    crate::metrics::access::clip(method.as_str(), crate::metrics::access::MAX_LOGGED_METHOD)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -451,7 +457,8 @@ async fn proxy(
             crate::metrics::access::TunnelLine::new(
                 request_id.clone(),
                 Arc::clone(&route.policy.name),
-                exchange.endpoint,
+                client_ip,
+                exchange,
             )
         });
         shared.tunnels.spawn(async move {

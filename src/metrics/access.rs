@@ -23,6 +23,9 @@ use crate::router::RouteEntry;
 pub const MAX_LOGGED_PATH: usize = 512;
 /// The longest user (`sub`) an access line carries, in bytes.
 pub const MAX_LOGGED_USER: usize = 128;
+/// The longest method a log line carries, in bytes: the standard ones are
+/// at most 7; an extension method may fill a whole request head.
+pub const MAX_LOGGED_METHOD: usize = 32;
 
 /// `s` cut to at most `max` bytes, at a character boundary.
 pub(crate) fn clip(s: &str, max: usize) -> &str {
@@ -72,19 +75,29 @@ pub(crate) struct TunnelLine {
     request_id: HeaderValue,
     route: Arc<str>,
     endpoint: Option<SocketAddr>,
+    /// Who opened it: the request id is the client's choice, these are not.
+    client_ip: IpAddr,
+    user: Option<Arc<Token>>,
+    trace: Option<TraceParent>,
 }
 
 impl TunnelLine {
+    /// The line of the tunnel a request's `101` opens, from what the
+    /// pipeline learnt about the request.
     pub(crate) fn new(
         request_id: HeaderValue,
         route: Arc<str>,
-        endpoint: Option<SocketAddr>,
+        client_ip: IpAddr,
+        exchange: &Exchange,
     ) -> Self {
         TunnelLine {
             started: quanta::Instant::now(),
             request_id,
             route,
-            endpoint,
+            endpoint: exchange.endpoint,
+            client_ip,
+            user: exchange.user.clone(),
+            trace: exchange.trace,
         }
     }
 
@@ -92,15 +105,19 @@ impl TunnelLine {
     /// `shutdown`).
     pub(crate) fn write(self, carried: &crate::dispatch::tunnel::Carried, how: &'static str) {
         use std::sync::atomic::Ordering::Relaxed;
+        let trace = self.trace.map(|t| t.trace_id_hex());
         tracing::info!(
             target: "access",
             request_id = self.request_id.to_str().unwrap_or_default(),
+            trace_id = trace.as_ref().and_then(|t| std::str::from_utf8(t).ok()),
             route = &*self.route,
             upstream = self.endpoint.map(tracing::field::display),
             tunnel_ms = (self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
             bytes_up = carried.up.load(Relaxed),
             bytes_down = carried.down.load(Relaxed),
             ended = how,
+            client_ip = %self.client_ip,
+            user = self.user.as_ref().map(|t| clip(&t.subject, MAX_LOGGED_USER)),
             "tunnel closed"
         );
     }
@@ -152,7 +169,7 @@ impl Drop for AccessLine {
             target: "access",
             request_id = self.request_id.to_str().unwrap_or_default(),
             trace_id,
-            method = self.method.as_str(),
+            method = clip(self.method.as_str(), MAX_LOGGED_METHOD),
             path,
             path_bytes,
             route = route.unwrap_or(super::NO_ROUTE),

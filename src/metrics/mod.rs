@@ -220,6 +220,17 @@ impl Metrics {
         })
     }
 
+    /// Show both handshake-failure series at 0 from the start (a TLS
+    /// listener): a `rate()` alert then has a series before the first failure.
+    pub fn tls_listener(&self) {
+        for reason in ["error", "timeout"] {
+            drop(
+                self.tls_handshake_failures
+                    .get_or_create(&ReasonLabels { reason }),
+            );
+        }
+    }
+
     /// Count a failed listener handshake: `reason` is `"error"` or `"timeout"`.
     pub fn tls_handshake_failed(&self, reason: &'static str) {
         // Rare (a failure): the family's lock is fine here.

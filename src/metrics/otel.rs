@@ -91,7 +91,11 @@ impl SpanExport {
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let route = x.route.as_ref().map(|r| r.policy.name.clone());
         let mut attributes = vec![
-            KeyValue::new("http.request.method", line.method.as_str().to_owned()),
+            KeyValue::new(
+                "http.request.method",
+                super::access::clip(line.method.as_str(), super::access::MAX_LOGGED_METHOD)
+                    .to_owned(),
+            ),
             KeyValue::new(
                 "url.path",
                 super::access::clip(line.uri.path(), super::access::MAX_LOGGED_PATH).to_owned(),

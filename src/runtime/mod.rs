@@ -115,6 +115,7 @@ impl BackendRuntime {
         };
         let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
         let shutdown = Stop::default();
+        let now = Stop::default();
         // The relay stops after the HTTP drain (a voice call outlives a
         // request), with the serve task.
         let relay_stop = CancellationToken::new();
@@ -150,8 +151,11 @@ impl BackendRuntime {
             self.snapshot,
             config_file,
             relay.clone(),
-            shutdown.clone(),
-            relay_stop,
+            Stops {
+                shutdown: shutdown.clone(),
+                now: now.clone(),
+                relay: relay_stop,
+            },
         ));
         Ok(RunningGateway {
             local_addr,
@@ -159,6 +163,7 @@ impl BackendRuntime {
             cert_store,
             relay,
             shutdown,
+            now,
             task,
         })
     }
@@ -172,6 +177,8 @@ pub struct RunningGateway {
     cert_store: Option<Arc<crate::tls::CertStore>>,
     relay: Option<Arc<crate::relay::Relay>>,
     shutdown: Stop,
+    /// Skips what is left of the shutdown delay and the drain.
+    now: Stop,
     task: JoinHandle<()>,
 }
 
@@ -203,39 +210,85 @@ impl RunningGateway {
         self.shutdown.fire();
     }
 
+    /// Stop now: what is left of the shutdown delay and of the drain is
+    /// skipped, open connections and tunnels are cut.
+    pub fn stop_now(&self) {
+        self.shutdown.fire();
+        self.now.fire();
+    }
+
     /// Wait until the gateway has stopped (after [`RunningGateway::shutdown`]).
     pub async fn wait(self) {
         let _ = self.task.await;
     }
 
-    /// Serve until SIGTERM or SIGINT, then drain and return.
+    /// Serve until SIGTERM or SIGINT, then drain and return; a second
+    /// signal during the shutdown stops at once.
     pub async fn run_until_signal(self) {
-        wait_for_signal().await;
-        tracing::info!("shutdown signal received: draining");
+        // Registered once, before the first wait: a second signal that
+        // comes right after the first is not lost.
+        let mut signals = Signals::new();
+        signals.recv().await;
+        tracing::info!(
+            "shutdown signal received: /readyz answers 503; a second signal stops at once"
+        );
         self.shutdown();
-        self.wait().await;
+        let now = self.now.clone();
+        let wait = self.wait();
+        tokio::pin!(wait);
+        tokio::select! {
+            () = &mut wait => return,
+            () = signals.recv() => {
+                tracing::warn!("second shutdown signal: closing every connection now");
+                now.fire();
+            }
+        }
+        wait.await;
     }
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT (Ctrl-C elsewhere), each delivery once.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = next(&mut self.term) => {}
+                () = next(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -278,15 +331,29 @@ struct Listeners {
     admin: Option<TcpListener>,
 }
 
+/// How the serve task is told to stop, and tells the relay.
+struct Stops {
+    /// A graceful shutdown (readiness withdrawn, delay, drain).
+    shutdown: Stop,
+    /// Skip what is left of the delay and the drain.
+    now: Stop,
+    /// Cancelled when the serve task ends: the relay's sockets close.
+    relay: CancellationToken,
+}
+
 async fn serve(
     listeners: Listeners,
     settings: ServerSettings,
     snapshot: Snapshot,
     config_file: Option<reload::ConfigFile>,
     relay: Option<Arc<crate::relay::Relay>>,
-    shutdown: Stop,
-    relay_stop: CancellationToken,
+    stops: Stops,
 ) {
+    let Stops {
+        shutdown,
+        now,
+        relay: relay_stop,
+    } = stops;
     let Listeners {
         listener,
         tls,
@@ -301,13 +368,20 @@ async fn serve(
     // only `/readyz` (503) tells load balancers it is going.
     let closing = Stop::default();
     {
-        let (shutdown, closing, delay) =
-            (shutdown.clone(), closing.clone(), settings.shutdown_delay);
+        let (shutdown, closing, now, delay) = (
+            shutdown.clone(),
+            closing.clone(),
+            now.clone(),
+            settings.shutdown_delay,
+        );
         tokio::spawn(async move {
             shutdown.token.cancelled().await;
             if !delay.is_zero() {
                 tracing::info!(delay = ?delay, "readiness withdrawn: closing the listener after the shutdown delay");
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = now.token.cancelled() => {}
+                }
             }
             closing.fire();
         });
@@ -340,6 +414,9 @@ async fn serve(
                 .ok()
         }),
     });
+    if tls.is_some() {
+        shared.metrics.tls_listener();
+    }
     spawn_sweeper(Arc::clone(&shared), background.clone());
     tokio::spawn(reload::run(
         reload::Reloader {
@@ -420,16 +497,18 @@ async fn serve(
         deadline = ?settings.shutdown_drain,
         "listener closed; draining"
     );
-    let drained = tokio::time::timeout(settings.shutdown_drain, async {
-        connections.wait().await;
-        shared.tunnels.wait().await;
-    })
-    .await;
-    if drained.is_err() {
+    let drained = tokio::select! {
+        r = tokio::time::timeout(settings.shutdown_drain, async {
+            connections.wait().await;
+            shared.tunnels.wait().await;
+        }) => r.is_ok(),
+        () = now.token.cancelled() => false,
+    };
+    if !drained {
         tracing::warn!(
             connections = connections.len(),
             tunnels = shared.tunnels.len(),
-            "drain deadline reached: closing what is left"
+            "closing what is left (the drain deadline passed, or a second signal came)"
         );
         hard_stop.fire();
         connections.wait().await;

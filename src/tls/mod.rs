@@ -269,9 +269,20 @@ impl Leaf {
                     NamePattern::Exact(name) => name.clone(),
                     NamePattern::Wildcard(suffix) => format!("*{suffix}"),
                 };
+                // Quoted and at most 8: a certificate's names are not ours to
+                // write raw into a log line.
+                let mut named: Vec<String> = self
+                    .dns_names
+                    .iter()
+                    .take(8)
+                    .map(|n| format!("{n:?}"))
+                    .collect();
+                if self.dns_names.len() > 8 {
+                    named.push(format!("and {} more", self.dns_names.len() - 8));
+                }
                 out.push(format!(
                     "server_names has {shown:?} but the certificate does not name it (it names {}): clients asking for it get a name mismatch",
-                    self.dns_names.join(", ")
+                    named.join(", ")
                 ));
             }
         }
@@ -347,14 +358,18 @@ pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> 
             path: path.to_owned(),
             source,
         })?;
+    // PKCS#8 (`BEGIN ENCRYPTED PRIVATE KEY`) or OpenSSL's traditional
+    // form (`Proc-Type: 4,ENCRYPTED` in a `BEGIN RSA/EC PRIVATE KEY` block).
+    let contains = |needle: &[u8]| pem.windows(needle.len()).any(|w| w == needle);
+    if contains(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || contains(b"Proc-Type: 4,ENCRYPTED") {
+        return Err(TlsError::BadKey {
+            path: path.to_owned(),
+            why: "the private key is encrypted (a passphrase): the gateway reads unencrypted keys only; decrypt it with `openssl pkey -in KEY -out KEY.plain` and protect the file by its permissions".to_owned(),
+        });
+    }
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::BadKey {
         path: path.to_owned(),
         why: match e {
-            rustls_pki_types::pem::Error::NoItemsFound
-                if pem.windows(9).any(|w| w == b"ENCRYPTED") =>
-            {
-                "the private key is encrypted (a passphrase): the gateway reads unencrypted keys only; decrypt it with `openssl pkey -in KEY -out KEY.plain` and protect the file by its permissions".to_owned()
-            }
             rustls_pki_types::pem::Error::NoItemsFound => {
                 "no \"BEGIN PRIVATE KEY\" (PKCS#8), \"BEGIN RSA PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\" block".to_owned()
             }

@@ -480,15 +480,13 @@ async fn wait_gauge(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_gauge_counts_open_tunnels() {
+/// Send "hi" on a WebSocket through the gateway and read its echo.
+async fn echo_hi<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let s = setup("").await;
-    let gw = gateway(&s.config).await;
-    let url = format!("ws://{}/ws/lobby", gw.local_addr());
-    let (mut ws, resp) = tokio_tungstenite::connect_async(url).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
     ws.send(Message::text("hi")).await.unwrap();
     let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
         .await
@@ -496,6 +494,16 @@ async fn websocket_gauge_counts_open_tunnels() {
         .unwrap()
         .unwrap();
     assert_eq!(echoed, Message::text("hi"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_gauge_counts_open_tunnels() {
+    let s = setup("").await;
+    let gw = gateway(&s.config).await;
+    let url = format!("ws://{}/ws/lobby", gw.local_addr());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    echo_hi(&mut ws).await;
     wait_gauge(&gw, "aether_websocket_tunnels", &[], 1.0).await;
     // The tunnel's client connection still holds its slot: it is open.
     wait_gauge(&gw, "aether_client_connections", &[], 1.0).await;
@@ -918,8 +926,7 @@ fn log_config_errors_name_file_line_and_field() {
 /// with its length.
 #[test]
 fn websocket_tunnels_and_long_paths_in_the_access_log() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
+    use futures_util::StreamExt;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let s = rt.block_on(setup("[log]\nformat = \"json\"\naccess_log = true\n"));
     let gw = GatewayProcess::start_logged(&s.config, "info");
@@ -938,13 +945,7 @@ fn websocket_tunnels_and_long_paths_in_the_access_log() {
             .unwrap();
         let (mut ws, resp) = tokio_tungstenite::connect_async(ws_req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
-        ws.send(Message::text("hi")).await.unwrap();
-        let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(echoed, Message::text("hi"));
+        echo_hi(&mut ws).await;
         ws.close(None).await.unwrap();
         // Read to the end: the close handshake completes both ways.
         while let Some(Ok(_)) = ws.next().await {}

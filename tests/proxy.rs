@@ -263,6 +263,15 @@ async fn http1_client_to_h2c_upstream() {
         assert_eq!(j["version"], "HTTP/2.0");
         assert_eq!(j["body"], "from h1");
         assert_eq!(j["uri"], "http://play.aether.test/api/v1/worlds/5");
+        // The fields the gateway adds reach an HTTP/2 upstream too, once each.
+        let h = &j["headers"];
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h["x-real-ip"], "127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "play.aether.test");
+        assert_eq!(h["via"], "1.1 aether-gateway");
+        assert_eq!(h["x-request-id"], r.header("x-request-id").unwrap());
+        assert_eq!(h["traceparent"].as_str().unwrap().len(), 55);
     }
 }
 
@@ -294,6 +303,12 @@ async fn websocket_echo_through_the_gateway() {
     let seen = up.last();
     assert_eq!(seen.headers["upgrade"], "websocket");
     assert_eq!(seen.headers["connection"], "upgrade");
+    // The handshake goes through hyper: the added fields are in its map.
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-real-ip"], "127.0.0.1");
+    assert_eq!(seen.headers["via"], "1.1 aether-gateway");
+    assert_eq!(seen.headers["x-request-id"], resp.headers()["x-request-id"]);
+    assert_eq!(seen.headers.get_all("traceparent").iter().count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

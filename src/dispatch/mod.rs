@@ -146,7 +146,8 @@ pub struct DispatchContext {
 /// ```
 #[derive(Debug, Default)]
 pub struct Dispatcher {
-    services: HashMap<crate::router::ServiceTarget, Arc<Service>>,
+    // Looked up per request; keyed by the config's service names.
+    services: HashMap<crate::router::ServiceTarget, Arc<Service>, foldhash::fast::RandomState>,
 }
 
 impl Dispatcher {
@@ -204,19 +205,22 @@ impl Dispatcher {
         request: Request<RequestBody>,
     ) -> Result<Response<ResponseBody>, Error> {
         let upgrade = headers::is_websocket_upgrade(request.method(), request.headers());
-        self.dispatch_hinted(ctx, request, None, upgrade).await
+        self.dispatch_hinted(ctx, request, None, upgrade, &headers::AddedFields::NONE)
+            .await
     }
 
     /// [`Dispatcher::dispatch`] with the client's region and sticky region
     /// already resolved (the pipeline's way: no name lookup, no request
-    /// extension to allocate), and whether the request is a WebSocket
-    /// handshake (`headers::is_websocket_upgrade`) already known.
+    /// extension to allocate), whether the request is a WebSocket
+    /// handshake (`headers::is_websocket_upgrade`) already known, and the
+    /// fields the gateway adds to it beside its header map.
     pub(crate) async fn dispatch_hinted(
         &self,
         ctx: DispatchContext,
         request: Request<RequestBody>,
         hints: Option<GeoHints>,
         mut upgrade: bool,
+        added: &headers::AddedFields,
     ) -> Result<Response<ResponseBody>, Error> {
         let service = self
             .services
@@ -229,6 +233,15 @@ impl Dispatcher {
             headers::strip_hop_by_hop(request.headers_mut(), false);
             upgrade = false;
         }
+        let hash = request_hash(service, &ctx, &request, added);
+        // Only our HTTP/1.1 client writes the added fields itself; hyper
+        // (HTTP/2 upstreams, WebSocket handshakes) needs them in the map.
+        let added = if upgrade || service.protocol != UpstreamProtocol::Http1 {
+            added.apply(request.headers_mut());
+            &headers::AddedFields::NONE
+        } else {
+            added
+        };
         // The route timeout is the upstream's time to answer; it starts once
         // the client has sent its whole body (as Envoy's does), so a slow
         // client is never blamed on the upstream (pauses in the body are the
@@ -236,7 +249,6 @@ impl Dispatcher {
         // upstream that stops taking it for a whole route timeout is stuck: 504.
         let timeout = ctx.route.policy.timeout;
         let progress = request.body().progress();
-        let hash = request_hash(service, &ctx, &request);
         let hints = match (hints, service.geo_policy()) {
             (Some(h), _) => h,
             (None, Some(geo)) => GeoHints {
@@ -251,7 +263,7 @@ impl Dispatcher {
         // The region and reason of the endpoint in use (see `encode_chosen`).
         let chosen = AtomicU32::new(0);
         let attempt = send_with_retry(
-            service, &ctx, request, upgrade, hash, hints, &timed_out, &chosen,
+            service, &ctx, request, added, upgrade, hash, hints, &timed_out, &chosen,
         );
         let label = |r: Result<Response<ResponseBody>, Error>| {
             r.map(|resp| label_region(service, resp, chosen.load(Ordering::Relaxed)))
@@ -293,6 +305,7 @@ fn request_hash(
     service: &Service,
     ctx: &DispatchContext,
     req: &Request<RequestBody>,
+    added: &headers::AddedFields,
 ) -> Option<u64> {
     if service.policy().balance != BalancePolicy::ConsistentHash {
         return None;
@@ -302,9 +315,11 @@ fn request_hash(
     }
     match (&service.policy().hash_key, &ctx.token) {
         (Some(HashKey::User), Some(t)) => Some(stable_hash(t.subject.as_bytes())),
-        (Some(HashKey::Header(name)), _) => {
-            req.headers().get(name).map(|v| stable_hash(v.as_bytes()))
-        }
+        (Some(HashKey::Header(name)), _) => match req.headers().get(name) {
+            Some(v) => Some(stable_hash(v.as_bytes())),
+            // A field the gateway sets (`x-real-ip`, `x-request-id`, …).
+            None => added.get(name).map(|v| stable_hash(v.as_bytes())),
+        },
         _ => None,
     }
 }
@@ -322,6 +337,7 @@ async fn send_with_retry(
     service: &Service,
     ctx: &DispatchContext,
     mut req: Request<RequestBody>,
+    added: &headers::AddedFields,
     upgrade: bool,
     hash: Option<u64>,
     hints: GeoHints,
@@ -377,8 +393,8 @@ async fn send_with_retry(
         // there is no body to stream (a slow upload is the client body
         // timeout's business, and only bodiless requests are retried anyway).
         let sent = match policy.per_try_timeout.filter(|_| progress.is_none()) {
-            None => Some(endpoint.pool.send(req, upgrade).await),
-            Some(t) => tokio::time::timeout(t, endpoint.pool.send(req, upgrade))
+            None => Some(endpoint.pool.send(req, upgrade, added).await),
+            Some(t) => tokio::time::timeout(t, endpoint.pool.send(req, upgrade, added))
                 .await
                 .ok(),
         };

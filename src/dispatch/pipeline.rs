@@ -362,45 +362,71 @@ async fn proxy(
     };
 
     let hdrs = &mut parts.headers;
-    h::strip_hop_by_hop(hdrs, upgrade);
+    let ids = &snap.identity_headers;
+    let identity = [&ids.user, &ids.roles];
+    // One look at the names says which removals below have work to do.
+    let seen = h::Seen::scan(hdrs, peer_trusted, identity);
+    h::strip_seen_hop_by_hop(hdrs, upgrade, seen);
     // Room for the forwarding, identity and trace headers below at once,
     // rather than a rehash of the map each time an insert outgrows it.
     hdrs.reserve(8);
-    let ids = &snap.identity_headers;
-    h::strip_spoofable(hdrs, peer_trusted, [&ids.user, &ids.roles]);
-    if !route.policy.auth.forward_authorization {
+    if seen.has(h::Seen::SPOOFABLE) {
+        h::remove_spoofable(hdrs, peer_trusted, identity);
+    }
+    if !route.policy.auth.forward_authorization && seen.has(h::Seen::AUTHORIZATION) {
         hdrs.remove(header::AUTHORIZATION);
     }
+    // The fields the gateway sets travel beside the map (see `AddedFields`).
+    let mut added = h::AddedFields::default();
     if let Some(v) = &verified {
-        if let Some(user) = &v.user_header {
-            hdrs.insert(&ids.user, user.clone());
-        }
-        if let Some(roles) = &v.roles_header {
-            hdrs.insert(&ids.roles, roles.clone());
-        }
+        added.user = v.user_header.clone().map(|u| (ids.user.clone(), u));
+        added.roles = v.roles_header.clone().map(|r| (ids.roles.clone(), r));
     }
     if version == Version::HTTP_2 {
         h::join_cookies(hdrs);
     }
     // hyper answers 100-continue itself when we start reading the body.
-    hdrs.remove(header::EXPECT);
+    if seen.has(h::Seen::EXPECT) {
+        hdrs.remove(header::EXPECT);
+    }
     // Request trailers are not forwarded (see `body.rs`): announce none.
-    hdrs.remove(header::TRAILER);
+    if seen.has(h::Seen::TRAILER) {
+        hdrs.remove(header::TRAILER);
+    }
     if let Some(host) = original_host.as_ref().filter(|_| host_from_target) {
         hdrs.insert(header::HOST, host.clone());
     }
-    forwarding_headers(hdrs, conn, peer_trusted, original_host.as_ref(), version);
+    forwarding_headers(
+        hdrs,
+        &mut added,
+        seen,
+        conn,
+        peer_trusted,
+        original_host.as_ref(),
+        version,
+    );
     // The resolved client, so upstreams need not repeat the trusted-proxy walk.
-    let real_ip = if client_ip == conn.peer_ip {
+    added.real_ip = Some(if client_ip == conn.peer_ip {
         conn.peer_ip_header.clone()
     } else {
         ip_header(client_ip)
-    };
-    hdrs.insert(&X_REAL_IP, real_ip);
-    hdrs.insert(&X_REQUEST_ID, request_id.clone());
+    });
+    if seen.has(h::Seen::REAL_IP) {
+        hdrs.remove(&X_REAL_IP);
+    }
+    added.request_id = Some(request_id.clone());
+    if seen.has(h::Seen::REQUEST_ID) {
+        hdrs.remove(&X_REQUEST_ID);
+    }
     let continue_trace = snap.incoming_trace.continues(peer_trusted);
-    let (trace, incoming_parent) =
-        crate::metrics::traceparent::propagate(hdrs, shared.exports_spans(), continue_trace);
+    let (trace, incoming_parent) = crate::metrics::traceparent::propagate_seen(
+        hdrs,
+        shared.exports_spans(),
+        continue_trace,
+        seen.has(h::Seen::TRACEPARENT),
+        seen.has(h::Seen::TRACESTATE),
+    );
+    added.traceparent = Some(trace.header_value());
     exchange.trace = Some(trace);
     exchange.incoming_parent = incoming_parent;
 
@@ -419,7 +445,7 @@ async fn proxy(
     let sent = quanta::Instant::now();
     let resp = snap
         .dispatcher
-        .dispatch_hinted(ctx, upstream_req, hints, upgrade)
+        .dispatch_hinted(ctx, upstream_req, hints, upgrade, &added)
         .await;
     exchange.upstream = Some(sent.elapsed());
     let mut resp = resp?;
@@ -554,46 +580,57 @@ async fn rate_limit<'a>(
 }
 
 /// `X-Forwarded-For` (appended), `-Proto`, `-Host` (kept only from trusted proxies) and `Via`.
+/// `X-Forwarded-For` (appended to), `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` (set, unless a trusted proxy set them) and `Via`
+/// (appended to) into `added`; a client's field that ours replaces is
+/// removed from the map.
 fn forwarding_headers(
     hdrs: &mut http::HeaderMap,
+    added: &mut h::AddedFields,
+    seen: h::Seen,
     conn: &ConnInfo,
     peer_trusted: bool,
     host: Option<&HeaderValue>,
     version: Version,
 ) {
-    match hdrs.entry(&X_FORWARDED_FOR) {
-        http::header::Entry::Vacant(e) => {
-            e.insert(conn.peer_ip_header.clone());
-        }
-        http::header::Entry::Occupied(mut e) => {
-            let mut xff = Vec::with_capacity(64);
-            for v in e.iter() {
-                xff.extend_from_slice(v.as_bytes());
-                xff.extend_from_slice(b", ");
+    let appended = match seen.has(h::Seen::FORWARDED_FOR) {
+        true => match hdrs.entry(&X_FORWARDED_FOR) {
+            http::header::Entry::Occupied(e) => {
+                let mut xff = Vec::with_capacity(64);
+                for v in e.remove_entry_mult().1 {
+                    xff.extend_from_slice(v.as_bytes());
+                    xff.extend_from_slice(b", ");
+                }
+                xff.extend_from_slice(conn.peer_ip_header.as_bytes());
+                Some(
+                    HeaderValue::from_bytes(&xff)
+                        .expect("header values joined by \", \" are a header value"),
+                )
             }
-            xff.extend_from_slice(conn.peer_ip_header.as_bytes());
-            if let Ok(v) = HeaderValue::from_bytes(&xff) {
-                e.insert(v);
-            }
-        }
-    }
+            http::header::Entry::Vacant(_) => None,
+        },
+        false => None,
+    };
+    added.forwarded_for = Some(appended.unwrap_or_else(|| conn.peer_ip_header.clone()));
 
-    if !(peer_trusted && hdrs.contains_key(&X_FORWARDED_PROTO)) {
-        let proto = if conn.tls { "https" } else { "http" };
-        hdrs.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    // A trusted proxy's own value stays; anyone else's is replaced.
+    if !(peer_trusted && seen.has(h::Seen::FORWARDED_PROTO)) {
+        if seen.has(h::Seen::FORWARDED_PROTO) {
+            hdrs.remove(&X_FORWARDED_PROTO);
+        }
+        added.forwarded_proto = Some(if conn.tls { "https" } else { "http" });
     }
-    if !(peer_trusted && hdrs.contains_key(&X_FORWARDED_HOST)) {
-        match host {
-            Some(h) => hdrs.insert(&X_FORWARDED_HOST, h.clone()),
-            None => hdrs.remove(&X_FORWARDED_HOST),
-        };
+    if !(peer_trusted && seen.has(h::Seen::FORWARDED_HOST)) {
+        if seen.has(h::Seen::FORWARDED_HOST) {
+            hdrs.remove(&X_FORWARDED_HOST);
+        }
+        added.forwarded_host = host.cloned();
     }
-    let via = match version {
+    added.via = Some(match version {
         Version::HTTP_2 => "2 aether-gateway",
         Version::HTTP_10 => "1.0 aether-gateway",
         _ => "1.1 aether-gateway",
-    };
-    hdrs.append(header::VIA, HeaderValue::from_static(via));
+    });
 }
 
 fn ip_header(ip: IpAddr) -> HeaderValue {

@@ -200,29 +200,43 @@ pub fn propagate(
     sample_roots: bool,
     accept_incoming: bool,
 ) -> (TraceParent, Option<[u8; 8]>) {
-    // One lookup of `traceparent`, its value replaced in place.
-    let (tp, incoming) = match headers.entry(&TRACEPARENT) {
-        http::header::Entry::Occupied(mut e) => {
-            let mut all = e.iter();
-            // Two traceparent headers are as good as none (§3.2: one value).
-            let incoming = match (all.next(), all.next()) {
-                (Some(v), None) if accept_incoming => TraceParent::parse(v.as_bytes()).ok(),
-                _ => None,
-            };
-            let tp = match incoming {
-                Some(p) => p.child(),
-                None => root(sample_roots),
-            };
-            e.insert(tp.header_value());
-            (tp, incoming)
-        }
-        http::header::Entry::Vacant(e) => {
-            let tp = root(sample_roots);
-            e.insert(tp.header_value());
-            (tp, None)
-        }
+    let r = propagate_seen(headers, sample_roots, accept_incoming, true, true);
+    headers.insert(&TRACEPARENT, r.0.header_value());
+    r
+}
+
+/// [`propagate`] for a caller that knows whether `traceparent` and
+/// `tracestate` are present (`false`: not looked up) and sets the returned
+/// trace's `traceparent` itself: the client's is removed.
+pub(crate) fn propagate_seen(
+    headers: &mut http::HeaderMap,
+    sample_roots: bool,
+    accept_incoming: bool,
+    traceparent: bool,
+    tracestate: bool,
+) -> (TraceParent, Option<[u8; 8]>) {
+    let incoming = match traceparent {
+        true => match headers.entry(&TRACEPARENT) {
+            http::header::Entry::Occupied(e) => {
+                let mut all = e.iter();
+                // Two traceparent headers are as good as none (§3.2: one value).
+                let incoming = match (all.next(), all.next()) {
+                    (Some(v), None) if accept_incoming => TraceParent::parse(v.as_bytes()).ok(),
+                    _ => None,
+                };
+                e.remove();
+                incoming
+            }
+            http::header::Entry::Vacant(_) => None,
+        },
+        false => None,
+    };
+    let tp = match incoming {
+        Some(p) => p.child(),
+        None => root(sample_roots),
     };
     match incoming {
+        _ if !tracestate => {}
         // The state of a trace we did not continue.
         None => {
             headers.remove(&TRACESTATE);

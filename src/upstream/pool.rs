@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 
 use super::h1;
 use crate::body::{BodyError, RequestBody};
+use crate::dispatch::headers::AddedFields;
 use crate::tls::upstream::UpstreamStream;
 
 /// The HTTP version spoken to an upstream service.
@@ -109,7 +110,9 @@ pub enum SendError {
 
 struct Idle {
     conn: Box<h1::Conn>,
-    since: Instant,
+    /// quanta: a TSC read, where `Instant` is a clock_gettime call; both
+    /// ends of every pooled request read it.
+    since: quanta::Instant,
 }
 
 /// Connections to one endpoint.
@@ -188,7 +191,7 @@ impl Pool {
         if idle.len() < self.config.max_idle {
             idle.push(Idle {
                 conn,
-                since: Instant::now(),
+                since: quanta::Instant::now(),
             });
         }
     }
@@ -279,6 +282,7 @@ impl Pool {
         self: &Arc<Self>,
         req: Request<RequestBody>,
         upgrade: bool,
+        added: &AddedFields,
     ) -> Result<Sent, SendError> {
         match self.config.protocol {
             UpstreamProtocol::H2c => {
@@ -299,11 +303,15 @@ impl Pool {
             }
             // Rare, and its future is large: boxed.
             UpstreamProtocol::Http1 if upgrade => Box::pin(self.send_upgrade(req)).await,
-            UpstreamProtocol::Http1 => self.send_h1(req).await,
+            UpstreamProtocol::Http1 => self.send_h1(req, added).await,
         }
     }
 
-    async fn send_h1(self: &Arc<Self>, mut req: Request<RequestBody>) -> Result<Sent, SendError> {
+    async fn send_h1(
+        self: &Arc<Self>,
+        mut req: Request<RequestBody>,
+        added: &AddedFields,
+    ) -> Result<Sent, SendError> {
         let mut attempts = 0;
         let mut fresh_only = false;
         loop {
@@ -337,7 +345,7 @@ impl Pool {
                     }
                 },
             };
-            match h1::exchange(self, conn, &mut req).await {
+            match h1::exchange(self, conn, &mut req, added).await {
                 Ok(resp) => return Ok(resp.map(UpstreamBody::H1)),
                 Err((e, p)) => {
                     // A pooled connection the upstream closed just as we

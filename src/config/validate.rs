@@ -1241,6 +1241,12 @@ service = "world-service"
                 "manages itself",
             ),
             (
+                "[auth]\nissuer = \"a\"\njwks_url = \"https://a/j\"\nroles_header = \"traceparent\"\n",
+                4,
+                "auth.roles_header",
+                "manages itself",
+            ),
+            (
                 "[auth]\nissuer = \"a\"\njwks_url = \"https://a/j\"\nbogus = 1\n",
                 4,
                 "auth.bogus",

@@ -164,6 +164,42 @@ async fn trusted_proxy_chain_resolves_the_real_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_fields_a_trusted_proxy_calls_hop_by_hop_are_set_anew() {
+    let (_up, gw) = simple("trusted_proxies = [\"127.0.0.1/32\"]", "").await;
+    let r = http1(
+        gw.local_addr(),
+        req(
+            "GET",
+            "/api/v1/worlds/1",
+            &[
+                ("connection", "x-forwarded-proto, x-forwarded-host"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "play.example"),
+                ("x-forwarded-for", ""),
+            ],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    // Named in Connection, the proxy's own fields were for its hop only:
+    // the gateway's take their place (not nothing).
+    assert_eq!(
+        r.upstream_header("x-forwarded-proto").as_deref(),
+        Some("http")
+    );
+    assert_eq!(
+        r.upstream_header("x-forwarded-host").as_deref(),
+        Some("play.aether.test")
+    );
+    // An empty X-Forwarded-For adds no empty hop.
+    assert_eq!(
+        r.upstream_header("x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_id_is_generated_or_propagated_and_echoed() {
     let (up, gw) = simple("", "").await;
     let r = http1(gw.local_addr(), get("/api/v1/worlds/1")).await;

@@ -53,6 +53,38 @@ async fn served_by(gw: SocketAddr, path: &str) -> String {
     r.header("x-upstream").expect("x-upstream").to_owned()
 }
 
+/// A `header:` hash key reads the request as it goes upstream: a header the
+/// gateway sets (`X-Real-IP` here) hashes on the gateway's value, so a
+/// client's own copy of it cannot steer its requests to another shard.
+#[tokio::test]
+async fn a_header_hash_key_hashes_what_the_gateway_sends() {
+    let ups = [
+        Upstream::start("h0").await,
+        Upstream::start("h1").await,
+        Upstream::start("h2").await,
+        Upstream::start("h3").await,
+    ];
+    let addrs: Vec<SocketAddr> = ups.iter().map(|u| u.addr).collect();
+    let service = "balance = \"consistent_hash\"\nhash_key = \"header:x-real-ip\"\n";
+    let routes = "[[routes]]\nmethod = \"GET\"\npath = \"/s/{n}\"\nservice = \"world-service\"\n";
+    let gw = gateway(&config(&addrs, service, routes)).await;
+    let mut served = std::collections::BTreeSet::new();
+    for i in 0..24 {
+        let claim = format!("10.0.{i}.{i}");
+        let r = http1(
+            gw.local_addr(),
+            req("GET", &format!("/s/{i}"), &[("x-real-ip", claim.as_str())], ""),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.upstream_header("x-real-ip").as_deref(), Some("127.0.0.1"));
+        served.insert(r.header("x-upstream").unwrap().to_owned());
+    }
+    // Every request hashed on 127.0.0.1: one endpoint took them all (24
+    // random claims over four endpoints would land on one with odds 4^-23).
+    assert_eq!(served.len(), 1, "{served:?}");
+}
+
 #[tokio::test]
 async fn http_checks_mark_down_at_the_threshold_and_up_after_the_other() {
     let a = Upstream::start("a").await;

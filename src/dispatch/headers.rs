@@ -400,12 +400,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// [`strip_hop_by_hop`] with the fixed fields' presence already known.
-pub(crate) fn strip_seen_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, seen: Seen) {
+/// True when fields that `Connection` named (beyond the fixed ones) were
+/// removed: what `seen` says of other names may then be out of date.
+pub(crate) fn strip_seen_hop_by_hop(
+    headers: &mut HeaderMap,
+    keep_upgrade: bool,
+    seen: Seen,
+) -> bool {
     let fixed = fixed_hop_by_hop();
     let present = seen.0 & Seen::HOP_BY_HOP;
     if present == 0 {
-        return;
+        return false;
     }
+    let mut removed_listed = false;
     // Names listed in `Connection` beyond the fixed set are rare; only they
     // cost an allocation.
     // `Connection` (bit 0) usually says only keep-alive/close: nothing to look up.
@@ -421,7 +428,7 @@ pub(crate) fn strip_seen_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool,
             }
         }
         for name in listed {
-            headers.remove(&name);
+            removed_listed |= headers.remove(&name).is_some();
         }
     }
     for (i, name) in fixed.into_iter().enumerate() {
@@ -444,6 +451,7 @@ pub(crate) fn strip_seen_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool,
     if keep_upgrade && headers.contains_key(header::UPGRADE) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+    removed_listed
 }
 
 /// True for an acceptable client-supplied request id: 1–128 visible ASCII, no separators.

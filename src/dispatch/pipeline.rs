@@ -259,11 +259,14 @@ async fn proxy(
     let route = m.entry;
     exchange.route = Some(Arc::clone(route));
     let route_metrics = shared.metrics.route(route, &snap.rate_limits.global);
-    // The consistent-hash key, while the path parameters are at hand.
+    // The consistent-hash key, while the path parameters are at hand. A
+    // header key is the dispatcher's to read, from what goes upstream: the
+    // client's header as it arrived may be one the gateway removes or
+    // replaces (an identity header, `X-Real-IP`), and hashing on it would
+    // let a client pick its shard.
     let mut hash = match &route.policy.hash_key {
         Some(HashKey::Param(p)) => m.params.get(p).map(|v| stable_hash(v.as_bytes())),
-        Some(HashKey::Header(h)) => req.headers().get(h).map(|v| stable_hash(v.as_bytes())),
-        Some(HashKey::User) | None => None,
+        Some(HashKey::Header(_) | HashKey::User) | None => None,
     };
 
     // Auth right after routing (the route says what it needs) and before
@@ -365,11 +368,13 @@ async fn proxy(
     let ids = &snap.identity_headers;
     let identity = [&ids.user, &ids.roles];
     // One look at the names says which removals below have work to do.
-    let seen = h::Seen::scan(hdrs, peer_trusted, identity);
-    h::strip_seen_hop_by_hop(hdrs, upgrade, seen);
-    // Room for the forwarding, identity and trace headers below at once,
-    // rather than a rehash of the map each time an insert outgrows it.
-    hdrs.reserve(8);
+    let mut seen = h::Seen::scan(hdrs, peer_trusted, identity);
+    if h::strip_seen_hop_by_hop(hdrs, upgrade, seen) {
+        // `Connection` named other fields, now gone: look again, so that
+        // nothing below takes a removed field (a trusted proxy's
+        // `X-Forwarded-Proto`, say) for one still there.
+        seen = h::Seen::scan(hdrs, peer_trusted, identity);
+    }
     if seen.has(h::Seen::SPOOFABLE) {
         h::remove_spoofable(hdrs, peer_trusted, identity);
     }
@@ -579,7 +584,6 @@ async fn rate_limit<'a>(
     }
 }
 
-/// `X-Forwarded-For` (appended), `-Proto`, `-Host` (kept only from trusted proxies) and `Via`.
 /// `X-Forwarded-For` (appended to), `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` (set, unless a trusted proxy set them) and `Via`
 /// (appended to) into `added`; a client's field that ours replaces is
@@ -598,8 +602,12 @@ fn forwarding_headers(
             http::header::Entry::Occupied(e) => {
                 let mut xff = Vec::with_capacity(64);
                 for v in e.remove_entry_mult().1 {
-                    xff.extend_from_slice(v.as_bytes());
-                    xff.extend_from_slice(b", ");
+                    // An empty field adds no hop (and no leading ", ").
+                    let v = v.as_bytes().trim_ascii();
+                    if !v.is_empty() {
+                        xff.extend_from_slice(v);
+                        xff.extend_from_slice(b", ");
+                    }
                 }
                 xff.extend_from_slice(conn.peer_ip_header.as_bytes());
                 Some(

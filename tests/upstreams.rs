@@ -73,7 +73,12 @@ async fn a_header_hash_key_hashes_what_the_gateway_sends() {
         let claim = format!("10.0.{i}.{i}");
         let r = http1(
             gw.local_addr(),
-            req("GET", &format!("/s/{i}"), &[("x-real-ip", claim.as_str())], ""),
+            req(
+                "GET",
+                &format!("/s/{i}"),
+                &[("x-real-ip", claim.as_str())],
+                "",
+            ),
         )
         .await;
         assert_eq!(r.status, StatusCode::OK);

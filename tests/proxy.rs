@@ -197,6 +197,28 @@ async fn forwarding_fields_a_trusted_proxy_calls_hop_by_hop_are_set_anew() {
         r.upstream_header("x-forwarded-for").as_deref(),
         Some("127.0.0.1")
     );
+
+    // An X-Forwarded-For the proxy calls hop-by-hop names no client: the
+    // client is the proxy, in X-Real-IP as in X-Forwarded-For.
+    let r = http1(
+        gw.local_addr(),
+        req(
+            "GET",
+            "/api/v1/worlds/1",
+            &[
+                ("connection", "X-Forwarded-For"),
+                ("x-forwarded-for", "198.51.100.7"),
+            ],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.upstream_header("x-real-ip").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        r.upstream_header("x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

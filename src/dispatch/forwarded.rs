@@ -35,6 +35,11 @@ impl TrustedProxies {
         if self.nets.is_empty() || !self.contains(peer) {
             return peer;
         }
+        // A proxy that calls its X-Forwarded-For hop-by-hop takes it back:
+        // the field is dropped before forwarding, so it names no client here.
+        if super::headers::connection_names(headers, "x-forwarded-for") {
+            return peer;
+        }
         let mut client = peer;
         for value in headers.get_all("x-forwarded-for").iter().rev() {
             // Entry by entry over the bytes: a non-ASCII byte the client put
@@ -114,6 +119,10 @@ mod tests {
         );
         // No header: the peer.
         assert_eq!(t.client_ip(ip("10.0.0.1"), &headers(&[])), ip("10.0.0.1"));
+        // Named in Connection (any case): not for us, the peer.
+        let mut h = headers(&["198.51.100.7"]);
+        h.insert("connection", "keep-alive, X-Forwarded-For".parse().unwrap());
+        assert_eq!(t.client_ip(ip("10.0.0.1"), &h), ip("10.0.0.1"));
         // A non-UTF-8 byte on the client's side of the list hides nothing.
         let mut h = HeaderMap::new();
         h.insert(

@@ -373,6 +373,11 @@ pub fn is_websocket_upgrade(method: &http::Method, headers: &HeaderMap) -> bool 
         && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
+/// Whether `Connection` lists `name` (any letter case).
+pub(crate) fn connection_names(headers: &HeaderMap, name: &str) -> bool {
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name))
+}
+
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CONNECTION)
